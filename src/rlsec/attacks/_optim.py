@@ -1,0 +1,158 @@
+"""The attack math: batched objectives and projected-gradient loops on plain tensors.
+
+Nothing here knows about environments or episodes; every function takes a batch and returns
+a batch. The public attack classes validate input, call these, project and check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlsec.attacks._ball import Ball
+from rlsec.core import DifferentiablePolicy
+
+__all__ = ["action_divergence", "optimise", "segments"]
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+def segments(policy: DifferentiablePolicy) -> list[int]:
+    """Sizes of the categorical groups in the actor's output (one group for Discrete)."""
+    space = policy.action_space
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return [int(n) for n in space.nvec.reshape(-1)]
+    if isinstance(space, gym.spaces.Discrete):
+        return [int(space.n)]
+    return []
+
+
+def _action_range(space: gym.spaces.Box) -> torch.Tensor:
+    span = (space.high - space.low).astype(np.float64).reshape(-1)
+    span = np.where(np.isfinite(span) & (span > 0), span, 1.0)
+    return torch.as_tensor(span, dtype=torch.float32)
+
+
+def action_divergence(
+    policy: DifferentiablePolicy, clean_out: torch.Tensor, kind: str
+) -> Objective:
+    """Per-row objective that grows as the policy's output moves away from ``clean_out``.
+
+    ``kind`` is ``ce`` (cross-entropy to the clean action: the objective of FGSM/PGD, Huang
+    2017) or ``kl`` (KL divergence between the clean and the perturbed action distributions,
+    MAD, Zhang 2020). For continuous actions both are the squared distance between mean
+    actions in units of the action range. Softmax of Q-values stands in for a DQN's policy.
+    """
+    module = policy.torch_module()
+    space = policy.action_space
+    clean = clean_out.detach()
+    if isinstance(space, gym.spaces.Box):
+        span = _action_range(space)
+
+        def cont(x: torch.Tensor) -> torch.Tensor:
+            diff = (module(x) - clean).flatten(1) / span
+            return (diff * diff).sum(dim=1)
+
+        return cont
+    if isinstance(space, gym.spaces.MultiBinary):
+        target = (clean > 0).to(torch.float32)
+        p_clean = torch.sigmoid(clean)
+
+        def binary(x: torch.Tensor) -> torch.Tensor:
+            out = module(x).flatten(1)
+            if kind == "ce":
+                return F.binary_cross_entropy_with_logits(
+                    out, target.flatten(1), reduction="none"
+                ).sum(1)
+            q = torch.sigmoid(out).clamp(1e-7, 1 - 1e-7)
+            p = p_clean.flatten(1).clamp(1e-7, 1 - 1e-7)
+            return (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).sum(1)
+
+        return binary
+    sizes = segments(policy)
+    clean_parts = torch.split(clean, sizes, dim=-1)
+    labels = [c.argmax(dim=-1) for c in clean_parts]
+    logp_clean = [F.log_softmax(c, dim=-1) for c in clean_parts]
+
+    def categorical(x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(module(x), sizes, dim=-1)
+        total = torch.zeros(x.shape[0])
+        for part, label, lp in zip(parts, labels, logp_clean, strict=True):
+            if kind == "ce":
+                total = total + F.cross_entropy(part, label, reduction="none")
+            else:
+                total = total + F.kl_div(
+                    F.log_softmax(part, dim=-1), lp, log_target=True, reduction="none"
+                ).sum(-1)
+        return total
+
+    return categorical
+
+
+def optimise(
+    objective: Objective,
+    x0: torch.Tensor,
+    ball: Ball,
+    *,
+    steps: int,
+    step_size: float,
+    rng: np.random.Generator,
+    random_start: bool = True,
+    sgld_noise: float = 0.0,
+) -> torch.Tensor:
+    """Maximise ``objective`` over the ball around ``x0``; return the best perturbation found.
+
+    Projected steepest ascent (PGD, Madry 2018) in the ball's norm, from a random point of the
+    ball or from ``x0``. With ``sgld_noise > 0``, Gaussian noise of that scale, decaying as
+    1/(i+2), is added to the gradient before the step (the SGLD variant of Zhang 2020). The
+    gradient is first scaled to unit max-norm per row, so the noise is relative to it: SA-PPO's
+    reference code adds the noise to the raw gradient, which lets the noise drown rows whose
+    gradient is small and leaves them wandering instead of converging.
+    Each row keeps its own best iterate, so more steps never make the result worse.
+
+    Returns:
+        The perturbation in scaled units (``x = x0 + u·scale``), shape of ``x0``.
+    """
+    with torch.enable_grad():  # callers may be inside torch.no_grad()
+        return _optimise(objective, x0, ball, steps=steps, step_size=step_size, rng=rng,
+                         random_start=random_start, sgld_noise=sgld_noise)
+
+
+def _optimise(
+    objective: Objective,
+    x0: torch.Tensor,
+    ball: Ball,
+    *,
+    steps: int,
+    step_size: float,
+    rng: np.random.Generator,
+    random_start: bool,
+    sgld_noise: float,
+) -> torch.Tensor:
+    b = x0.shape[0]
+    flat = x0.reshape(b, -1)
+    u = ball.random_start(tuple(flat.shape), rng) if random_start else torch.zeros_like(flat)
+    best_u = u.clone()
+    best = torch.full((b,), -float("inf"))
+    for i in range(steps):
+        u.requires_grad_(True)
+        value = objective(ball.to_obs(flat, u).reshape(x0.shape))
+        (grad,) = torch.autograd.grad(value.sum(), u)
+        with torch.no_grad():
+            better = value > best
+            best = torch.where(better, value, best)
+            best_u[better] = u[better]
+            if sgld_noise > 0:
+                grad = grad / grad.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+                noise = rng.standard_normal(size=tuple(grad.shape))
+                grad = grad + (sgld_noise / (i + 2)) * torch.as_tensor(noise, dtype=grad.dtype)
+            u = ball.step(u.detach(), grad, step_size)
+    with torch.no_grad():
+        value = objective(ball.to_obs(flat, u).reshape(x0.shape))
+        better = value > best
+        best_u[better] = u[better]
+    return best_u.reshape(x0.shape)

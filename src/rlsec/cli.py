@@ -1,0 +1,167 @@
+"""The ``rlsec`` command. Thin: parses arguments, calls the library, prints the outcome."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rlsec import __version__
+from rlsec.errors import RLSecError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="rlsec",
+    help="Reinforcement-learning security: red-team, harden, verify, guard and govern policies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers such as 0.05,0.1, got {text!r}", param_hint=what
+        ) from None
+    if not values:
+        raise typer.BadParameter(f"expected at least one number, got {text!r}", param_hint=what)
+    return values
+
+
+@app.command()
+def redteam(
+    policy: Annotated[str, typer.Option(
+        help="zoo:NAME, a native policy directory, or a Stable-Baselines3 .zip archive.")
+    ] = "zoo:cartpole-ppo",
+    env: Annotated[str | None, typer.Option(
+        help="Gymnasium environment id (required for SB3 archives; defaults to the policy's).")
+    ] = None,
+    attacks: Annotated[str | None, typer.Option(
+        help="Comma-separated attack ids (see `rlsec attacks`); default: all that apply.")
+    ] = None,
+    eps: Annotated[str | None, typer.Option(
+        help="Comma-separated observation budgets ε, in --eps-unit.")] = None,
+    eps_unit: Annotated[str, typer.Option(
+        help="raw (observation units) or std (per-feature clean standard deviations).")
+    ] = "std",
+    alpha: Annotated[str | None, typer.Option(
+        help="Comma-separated action-attack budgets α (probabilities).")] = None,
+    episodes: Annotated[int, typer.Option(help="Episodes per attack, budget and seed.")] = 20,
+    seed: Annotated[int, typer.Option(help="Base seed: the run is deterministic given it.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...).")] = 1,
+    num_envs: Annotated[int, typer.Option(help="Environments stepped in one batch.")] = 64,
+    out: Annotated[Path, typer.Option(help="Directory for results.json and report.html.")
+                   ] = Path("rlsec-redteam"),
+    threads: Annotated[int, typer.Option(
+        help="torch threads (1 is fastest for small policies).")] = 1,
+) -> None:
+    """Attack a policy with every inference-time attack at several budgets; report the damage."""
+    import torch
+
+    from rlsec.evaluate import DEFAULT_ALPHAS, DEFAULT_EPSILONS
+    from rlsec.redteam import redteam as run
+    from rlsec.report import eps50_table, results_table
+
+    eps_values = _floats(eps, "--eps")
+    alpha_values = _floats(alpha, "--alpha")
+    if eps_unit not in ("raw", "std"):
+        raise typer.BadParameter(f"expected raw or std, got {eps_unit!r}", param_hint="--eps-unit")
+    if seeds < 1:
+        raise typer.BadParameter(f"expected >= 1, got {seeds}", param_hint="--seeds")
+    torch.set_num_threads(max(1, threads))
+    attack_ids = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("preparing", total=1.0)
+
+        def progress(label: str, index: int, total: int, fraction: float) -> None:
+            bar.update(task, description=f"[{index + 1}/{total}] {label}",
+                       completed=(index + min(fraction, 1.0)) / total)
+
+        results = run(
+            policy, env_id=env, attacks=attack_ids,
+            epsilons=eps_values if eps_values is not None else DEFAULT_EPSILONS,
+            eps_unit=eps_unit,  # type: ignore[arg-type]
+            alphas=alpha_values if alpha_values is not None else DEFAULT_ALPHAS,
+            episodes=episodes, seeds=[seed + i for i in range(seeds)], num_envs=num_envs,
+            out=out, progress=progress,
+        )
+    out_console.print(results_table(results))
+    out_console.print(eps50_table(results))
+    for s in results["skipped"]:
+        out_console.print(f"[dim]skipped {s['attack']}: {s['reason']}[/dim]")
+    out_console.print(
+        f"wrote {out / 'results.json'} and {out / 'report.html'} "
+        f"({results['seconds']:.0f} s)"
+    )
+
+
+@app.command("attacks")
+def list_attacks() -> None:
+    """List the attacks rlsec can run, with their surface, knowledge and reference."""
+    from rlsec.attacks import ATTACKS
+
+    table = Table("id", "surface", "norms", "knowledge", "MITRE ATLAS", "reference")
+    for attack_id, cls in ATTACKS.items():
+        table.add_row(attack_id, cls.surface.value, ",".join(cls.norms), cls.knowledge,
+                      " ".join(cls.atlas), cls.reference)
+    out_console.print(table)
+
+
+@app.command("zoo")
+def list_zoo() -> None:
+    """List the reference policies shipped with rlsec and their clean returns."""
+    from rlsec.policies import load_policy, zoo_names
+
+    table = Table("policy", "env", "algo", "clean return", "sha256")
+    for name in zoo_names():
+        p = load_policy(f"zoo:{name}")
+        cr: dict[str, Any] = p.info.clean_return or {}
+        table.add_row(f"zoo:{name}", str(p.info.env_id), str(p.info.algo),
+                      f"{cr.get('mean', float('nan')):.2f}", p.info.sha256[:16])
+    out_console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the rlsec version."""
+    out_console.print(__version__)
+
+
+def main() -> None:
+    """Entry point: run the app, turning rlsec's errors into a message and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except RLSecError as exc:
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted: nothing was written")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,57 @@
+"""Building environments from ids, and checking them against a policy."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+
+from rlsec.core import Policy
+from rlsec.errors import UnknownEnv
+from rlsec.policies.spaces import check_same_space
+
+__all__ = ["check_policy_env", "env_spaces", "env_spec", "make_vec"]
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """Gymnasium's spec for ``env_id``.
+
+    Raises:
+        UnknownEnv: with the closest registered ids.
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise UnknownEnv(f"expected a Gymnasium environment id, got {env_id!r}")
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownEnv(f"unknown environment id {env_id!r}{hint}") from None
+
+
+def env_spaces(env_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
+    """The (observation, action) spaces of one ``env_id`` environment."""
+    env_spec(env_id)
+    env = gym.make(env_id)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def check_policy_env(policy: Policy, env_id: str) -> None:
+    """Raise :class:`~rlsec.errors.SpaceMismatch` unless the policy fits the environment."""
+    obs, act = env_spaces(env_id)
+    check_same_space(f"observation space of {env_id} vs the policy", obs, policy.observation_space)
+    check_same_space(f"action space of {env_id} vs the policy", act, policy.action_space)
+
+
+def make_vec(env_id: str, num_envs: int) -> gym.vector.VectorEnv[Any, Any, Any]:
+    """``num_envs`` copies of ``env_id`` as one Gymnasium vector env.
+
+    Uses the environment's own vectorised implementation where it has one (CartPole steps all
+    copies in one numpy call), else a synchronous vector of copies.
+    """
+    env_spec(env_id)
+    return gym.make_vec(env_id, num_envs=num_envs)

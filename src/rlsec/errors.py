@@ -1,0 +1,85 @@
+"""Every error rlsec raises on purpose.
+
+One root, :class:`RLSecError`, so callers can catch everything of ours in one place; each
+family also subclasses the matching built-in, so ``except ValueError`` keeps working::
+
+    RLSecError
+    ├── ConfigError (ValueError)             a setting or argument is not what was expected
+    │   ├── InvalidBudget                    ε < 0, NaN, a probability outside [0, 1], ...
+    │   ├── UnknownAttack (KeyError)         an attack id that is not registered
+    │   └── UnknownEnv (KeyError)            an environment id Gymnasium does not know
+    ├── SpaceMismatch (ValueError)           policy and environment spaces disagree
+    ├── AttackNotApplicable (ValueError)     the attack cannot run on this policy
+    ├── PolicyLoadError (ValueError)         a policy file or archive cannot be loaded
+    │   └── UnsafeArtifact                   the artifact tries something unsafe (pickle, path
+    │                                        traversal, oversize member); nothing was run
+    └── BudgetViolation (RuntimeError)       a perturbation left its threat model's budget
+
+Messages say what was expected and what was received.
+
+Example:
+    >>> from rlsec.errors import InvalidBudget, RLSecError
+    >>> issubclass(InvalidBudget, ValueError) and issubclass(InvalidBudget, RLSecError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttackNotApplicable",
+    "BudgetViolation",
+    "ConfigError",
+    "InvalidBudget",
+    "PolicyLoadError",
+    "RLSecError",
+    "SpaceMismatch",
+    "UnknownAttack",
+    "UnknownEnv",
+    "UnsafeArtifact",
+]
+
+
+class RLSecError(Exception):
+    """Root of every error rlsec raises on purpose."""
+
+
+class ConfigError(RLSecError, ValueError):
+    """A setting or argument is not what was expected."""
+
+
+class InvalidBudget(ConfigError):
+    """An attack budget is out of its domain (negative, not finite, probability > 1...)."""
+
+
+class UnknownAttack(ConfigError, KeyError):
+    """An attack id that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownEnv(ConfigError, KeyError):
+    """An environment id that Gymnasium does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class SpaceMismatch(RLSecError, ValueError):
+    """The policy's observation or action space does not match the environment's."""
+
+
+class AttackNotApplicable(RLSecError, ValueError):
+    """The attack needs something this policy does not offer (gradients, a critic, ...)."""
+
+
+class PolicyLoadError(RLSecError, ValueError):
+    """A policy directory or archive cannot be loaded."""
+
+
+class UnsafeArtifact(PolicyLoadError):
+    """The artifact contains something rlsec refuses to load; nothing in it was executed."""
+
+
+class BudgetViolation(RLSecError, RuntimeError):
+    """A perturbation left the ε-ball or the space of its threat model (an attack bug)."""

@@ -1,0 +1,341 @@
+"""Red-team campaigns: attacks × budgets × seeds against one policy in one environment.
+
+Everything is validated before the first episode runs (unknown ids, bad budgets, spaces that
+do not match, attacks that cannot apply), so a bad request fails fast and writes nothing.
+The result is a plain dict following the ``results.json`` contract (see ``docs/results.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlsec import __version__
+from rlsec.attacks import ATTACKS, attack_class, make_attack
+from rlsec.core import Attack, Policy, Surface
+from rlsec.envs import check_policy_env, env_spec, make_vec
+from rlsec.errors import AttackNotApplicable, ConfigError, InvalidBudget
+from rlsec.evaluate.rollout import EpisodeStats, rollout
+from rlsec.evaluate.stats import RunningMoments, eps50, mean_ci
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "DEFAULT_EPSILONS",
+    "CampaignConfig",
+    "ProgressFn",
+    "applicable_attacks",
+    "run_campaign",
+]
+
+DEFAULT_EPSILONS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+DEFAULT_ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+#: ``progress(label, run_index, total_runs, fraction_of_this_run)``
+ProgressFn = Callable[[str, int, int, float], None]
+
+
+@dataclass
+class CampaignConfig:
+    """What to run. ``attacks=None`` means every registered attack that applies."""
+
+    env_id: str | None = None
+    attacks: Sequence[str] | None = None
+    epsilons: Sequence[float] = DEFAULT_EPSILONS
+    eps_unit: Literal["raw", "std"] = "std"
+    alphas: Sequence[float] = DEFAULT_ALPHAS
+    episodes: int = 20
+    seeds: Sequence[int] = (0,)
+    num_envs: int = 64
+    step_budget: float = 0.25
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise a clear error for anything out of its domain."""
+        if self.eps_unit not in ("raw", "std"):
+            raise ConfigError(f"eps_unit must be 'raw' or 'std', got {self.eps_unit!r}")
+        if not self.epsilons and not self.alphas:
+            raise ConfigError("give at least one budget (epsilons or alphas)")
+        for e in self.epsilons:
+            if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
+                raise InvalidBudget(f"every ε must be a finite number >= 0, got {e!r}")
+        for a in self.alphas:
+            if not isinstance(a, (int, float)) or not (0.0 <= a <= 1.0):
+                raise InvalidBudget(f"every action-attack α must be in [0, 1], got {a!r}")
+        if int(self.episodes) < 1:
+            raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
+        if not self.seeds:
+            raise ConfigError("give at least one seed")
+        if int(self.num_envs) < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
+        if not 0.0 < self.step_budget <= 1.0:
+            raise InvalidBudget(f"step_budget must be in (0, 1], got {self.step_budget}")
+        for attack_id in list(self.attacks or []) + list(self.attack_params):
+            attack_class(attack_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["attacks"] = list(self.attacks) if self.attacks is not None else None
+        d["epsilons"], d["alphas"], d["seeds"] = (
+            [float(e) for e in self.epsilons], [float(a) for a in self.alphas],
+            [int(s) for s in self.seeds],
+        )
+        return d
+
+
+def _budgets(cls: type[Attack], config: CampaignConfig) -> list[float]:
+    return [float(a) for a in config.alphas] if cls.surface is Surface.ACTION else [
+        float(e) for e in config.epsilons
+    ]
+
+
+def _build(attack_id: str, budget: float, config: CampaignConfig) -> Attack:
+    cls = attack_class(attack_id)
+    params = dict(config.attack_params.get(attack_id, {}))
+    step_budget = config.step_budget if attack_id == "timed-obs-v1" else None
+    unit = config.eps_unit if cls.surface is Surface.OBSERVATION else "probability"
+    return make_attack(attack_id, budget, unit=unit, step_budget=step_budget, **params)
+
+
+def applicable_attacks(
+    policy: Policy, config: CampaignConfig
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The attacks to run and those skipped with the reason.
+
+    An attack named explicitly in ``config.attacks`` that cannot apply is an error; with
+    ``attacks=None`` it is skipped and reported.
+
+    Raises:
+        AttackNotApplicable: an explicitly requested attack cannot run on this policy.
+    """
+    explicit = config.attacks is not None
+    ids = list(config.attacks) if config.attacks is not None else list(ATTACKS)
+    run, skipped = [], []
+    for attack_id in dict.fromkeys(ids):
+        cls = attack_class(attack_id)
+        budgets = _budgets(cls, config)
+        if not budgets:
+            if explicit:
+                raise ConfigError(f"{attack_id} needs budgets but none were given")
+            continue
+        try:
+            _build(attack_id, budgets[0], config).check_applicable(policy)
+        except AttackNotApplicable as exc:
+            if explicit:
+                raise
+            skipped.append({"attack": attack_id, "reason": str(exc)})
+            continue
+        run.append(attack_id)
+    if not run:
+        raise AttackNotApplicable(
+            "no attack applies to this policy: "
+            + "; ".join(f"{s['attack']}: {s['reason']}" for s in skipped)
+        )
+    return run, skipped
+
+
+def _rng(seed: int, attack_id: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(attack_id.encode()), index]))
+
+
+def _env_seed(seed: int) -> int:
+    # A well-mixed reset seed per campaign seed, so rows of different seeds never coincide.
+    return int(np.random.SeedSequence(seed).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _summary(stats: list[EpisodeStats]) -> dict[str, Any]:
+    returns = np.concatenate([s.returns for s in stats])
+    lengths = np.concatenate([s.lengths for s in stats])
+    mean, ci = mean_ci(returns)
+    return {
+        "mean_return": mean,
+        "ci95": ci,
+        "episodes": int(returns.size),
+        "mean_length": float(lengths.mean()),
+        "std_return": float(returns.std(ddof=1)) if returns.size > 1 else 0.0,
+    }
+
+
+def _scale(
+    policy: Policy, config: CampaignConfig, clean: list[EpisodeStats]
+) -> tuple[np.ndarray | None, str]:
+    space = policy.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        return None, "not applicable (observations are not continuous)"
+    dim = int(np.prod(space.shape))
+    if config.eps_unit == "raw":
+        return np.ones(dim), "raw observation units"
+    info = getattr(policy, "info", None)
+    stats = getattr(info, "observation_stats", None)
+    if isinstance(stats, dict) and len(stats.get("std", [])) == dim:
+        return np.asarray(stats["std"], dtype=np.float64), "policy spec (clean observation std)"
+    moments = [s.obs_moments for s in clean if s.obs_moments is not None]
+    pooled = RunningMoments(dim)
+    for m in moments:
+        pooled.merge(m)
+    return pooled.std.copy(), f"clean rollouts ({pooled.n} observations)"
+
+
+def run_campaign(
+    policy: Policy,
+    config: CampaignConfig,
+    *,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Run the campaign and return the results in the ``results.json`` contract.
+
+    Raises:
+        UnknownEnv, UnknownAttack, InvalidBudget, SpaceMismatch, AttackNotApplicable,
+        ConfigError: before anything runs.
+    """
+    config.validate()
+    info = getattr(policy, "info", None)
+    env_id = config.env_id or getattr(info, "env_id", None)
+    if not env_id:
+        raise ConfigError("the policy does not record its environment; give env_id")
+    spec = env_spec(env_id)
+    check_policy_env(policy, env_id)
+    attack_ids, skipped = applicable_attacks(policy, config)
+    horizon = spec.max_episode_steps
+    num_envs = min(int(config.num_envs), int(config.episodes))
+    seeds = [int(s) for s in config.seeds]
+    runs = [(a, b) for a in attack_ids for b in _budgets(attack_class(a), config)]
+    total = 2 * len(seeds) + len(runs) * len(seeds)
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat()
+    done_runs = 0
+
+    def report(label: str, fraction: float) -> None:
+        if progress is not None:
+            progress(label, done_runs, total, fraction)
+
+    def episodes_cb(label: str) -> Callable[[int, int], None]:
+        return lambda _steps, finished: report(label, finished / config.episodes)
+
+    venv = make_vec(env_id, num_envs)
+    try:
+        clean_stats, random_stats = [], []
+        for s in seeds:
+            clean_stats.append(rollout(policy, venv, config.episodes, seed=_env_seed(s),
+                                       track_observations=True,
+                                       on_step=episodes_cb(f"clean (seed {s})")))
+            done_runs += 1
+            random_stats.append(rollout(None, venv, config.episodes, seed=_env_seed(s),
+                                        rng=_rng(s, "random-policy", 0),
+                                        on_step=episodes_cb(f"random policy (seed {s})")))
+            done_runs += 1
+        scale, scale_source = _scale(policy, config, clean_stats)
+        clean = _summary(clean_stats)
+        random = _summary(random_stats)
+        results = []
+        for attack_id, budget in runs:
+            per_seed, attack = [], None
+            t0 = time.perf_counter()
+            budget_index = _budgets(attack_class(attack_id), config).index(budget)
+            for s in seeds:
+                label = f"{attack_id} ε={budget:g} (seed {s})"
+                attack = _build(attack_id, budget, config)
+                attack.start(  # type: ignore[attr-defined]
+                    policy, num_envs=num_envs, rng=_rng(s, attack_id, budget_index),
+                    scale=scale, horizon=horizon, env_id=env_id,
+                    progress=lambda f, label=label: report(f"{label}: training adversary", f),
+                )
+                per_seed.append(rollout(policy, venv, config.episodes, seed=_env_seed(s),
+                                        attack=attack, on_step=episodes_cb(label)))
+                done_runs += 1
+            assert attack is not None
+            summary = _summary(per_seed)
+            tm = attack.threat_model
+            changed = sum(int(p.changed_steps.sum()) for p in per_seed)
+            steps = sum(int(p.lengths.sum()) for p in per_seed)
+            results.append({
+                "attack": attack_id,
+                "surface": attack.surface.value,
+                "epsilon": budget,
+                "norm": tm.norm,
+                "unit": tm.unit,
+                **summary,
+                "action_change_rate": changed / steps if steps else 0.0,
+                "per_seed": [{"seed": s, "mean_return": float(p.returns.mean())}
+                             for s, p in zip(seeds, per_seed, strict=True)],
+                "threat_model": tm.to_dict(),
+                "atlas": list(attack.atlas),
+                "reference": attack.reference,
+                "params": attack.params(),
+                "seconds": time.perf_counter() - t0,
+            })
+    finally:
+        venv.close()
+    floor = min(0.0, random["mean_return"])
+    threshold = floor + 0.5 * (clean["mean_return"] - floor)
+    worst = _worst_case(results)
+    strength: dict[str, float | None] = {}
+    for attack_id in attack_ids:
+        rows = [r for r in results if r["attack"] == attack_id]
+        strength[attack_id] = eps50([r["epsilon"] for r in rows],
+                                    [r["mean_return"] for r in rows], threshold)
+    for surface in ("observation", "action"):
+        rows = [w for w in worst if w["surface"] == surface]
+        if rows:
+            key = "worst_case" if surface == "observation" or not any(
+                w["surface"] == "observation" for w in worst) else "worst_case:action"
+            strength[key] = eps50([w["epsilon"] for w in rows],
+                                  [w["mean_return"] for w in rows], threshold)
+    policy_block = {"source": getattr(info, "source", repr(policy)),
+                    "sha256": getattr(info, "sha256", None)}
+    if info is not None:
+        policy_block.update(format=info.format, algo=info.algo, env_id=info.env_id)
+    return {
+        "rlsec_version": __version__,
+        "kind": "redteam",
+        "policy": policy_block,
+        "env": env_id,
+        "seed": seeds[0],
+        "eps_unit": config.eps_unit,
+        "clean": clean,
+        "random_policy": random,
+        "results": results,
+        "worst_case": worst,
+        "eps50": strength,
+        "eps50_threshold": threshold,
+        "skipped": skipped,
+        "config": {
+            **config.to_dict(),
+            "env_id": env_id,
+            "policy": policy_block["source"],
+            "attacks_run": attack_ids,
+            "num_envs_used": num_envs,
+            "horizon": horizon,
+            "scale": scale.tolist() if scale is not None else None,
+            "scale_source": scale_source,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "started_at": started_at,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _worst_case(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per surface and budget, the attack with the lowest mean return.
+
+    The l2 ball of radius ε lies inside the linf ball of radius ε, so an l2 attack is also a
+    valid linf attack at the same ε: the observation worst case is for the linf threat model.
+    """
+    best: dict[tuple[str, float], dict[str, Any]] = {}
+    for r in results:
+        k = (r["surface"], r["epsilon"])
+        if k not in best or r["mean_return"] < best[k]["mean_return"]:
+            best[k] = r
+    return [
+        {"surface": s, "epsilon": e, "attack": r["attack"], "mean_return": r["mean_return"],
+         "ci95": r["ci95"]}
+        for (s, e), r in sorted(best.items())
+    ]

@@ -1,0 +1,81 @@
+"""The high-level red-team call: load a policy, run the campaign, optionally write the report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from rlsec.core import Policy
+from rlsec.envs import env_spaces
+from rlsec.errors import ConfigError
+from rlsec.evaluate import DEFAULT_ALPHAS, DEFAULT_EPSILONS, CampaignConfig, run_campaign
+from rlsec.evaluate.campaign import ProgressFn
+from rlsec.policies import load_policy
+
+__all__ = ["DEFAULT_POLICY", "load_for_redteam", "redteam"]
+
+DEFAULT_POLICY = "zoo:cartpole-ppo"
+
+
+def load_for_redteam(source: str | os.PathLike[str], env_id: str | None) -> Policy:
+    """Load ``source`` for a campaign; SB3 archives need ``env_id`` (they do not record it).
+
+    Raises:
+        ConfigError: an SB3 archive without ``env_id``.
+        UnknownEnv, PolicyLoadError, SpaceMismatch: as the loaders raise them.
+    """
+    s = os.fspath(source)
+    is_archive = not s.startswith("zoo:") and Path(s).is_file()
+    if is_archive and not env_id:
+        raise ConfigError(
+            f"{s} is a Stable-Baselines3 archive, which does not record its environment: "
+            "pass the environment id (--env ENV_ID)"
+        )
+    spaces = env_spaces(env_id) if env_id else None
+    return load_policy(s, env_id=env_id, env_spaces=spaces)
+
+
+def redteam(
+    policy: Policy | str | os.PathLike[str] = DEFAULT_POLICY,
+    *,
+    env_id: str | None = None,
+    attacks: Sequence[str] | None = None,
+    epsilons: Sequence[float] = DEFAULT_EPSILONS,
+    eps_unit: Literal["raw", "std"] = "std",
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    episodes: int = 20,
+    seeds: Sequence[int] = (0,),
+    num_envs: int = 64,
+    attack_params: dict[str, dict[str, Any]] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Attack a policy with every applicable inference-time attack and measure the damage.
+
+    Args:
+        policy: a policy object, ``zoo:NAME``, a native policy directory or an SB3 ``.zip``.
+        env_id: the Gymnasium environment (required for SB3 archives).
+        attacks: attack ids; ``None`` runs every attack that applies to the policy.
+        epsilons: observation budgets, in ``eps_unit``.
+        eps_unit: ``raw`` observation units or ``std`` (per-feature clean standard deviations).
+        alphas: action-attack budgets (probabilities).
+        out: if given, write ``results.json`` and ``report.html`` there.
+
+    Returns:
+        The results, in the ``results.json`` contract.
+    """
+    if isinstance(policy, (str, os.PathLike)):
+        policy = load_for_redteam(policy, env_id)
+    config = CampaignConfig(
+        env_id=env_id, attacks=attacks, epsilons=epsilons, eps_unit=eps_unit, alphas=alphas,
+        episodes=episodes, seeds=seeds, num_envs=num_envs, attack_params=attack_params or {},
+    )
+    config.validate()
+    results = run_campaign(policy, config, progress=progress)
+    if out is not None:
+        from rlsec.report import write_report
+
+        write_report(results, Path(out))
+    return results

@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from helpers import linear_policy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlsec.attacks import (
+    ATTACKS,
+    CriticObservation,
+    ObservationAttack,
+    PGDObservation,
+    TimedObservation,
+    make_attack,
+)
+from rlsec.core import Surface, ThreatModel
+from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError
+from rlsec.policies import TorchPolicy, from_torch
+
+# sa-rl trains a PPO adversary; it is tested on its own in test_learned.py
+CHEAP_OBS_ATTACKS = sorted(
+    i for i, c in ATTACKS.items() if c.surface is Surface.OBSERVATION and i != "sa-rl-obs-v1"
+)
+
+
+def mlp_policy(dim: int, n_actions: int, seed: int, *, low: float = -3.0, high: float = 3.0,
+               continuous: bool = False) -> TorchPolicy:
+    torch.manual_seed(seed)
+    out = n_actions
+    net = torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, out))
+    value = torch.nn.Sequential(torch.nn.Linear(dim, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    obs = gym.spaces.Box(low, high, (dim,), np.float32)
+    if continuous:
+        act = gym.spaces.Box(-1, 1, (n_actions,), np.float32)
+        return from_torch(net, obs, act, output="action")
+
+    class V(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return value(x).squeeze(-1)
+
+    return from_torch(net, obs, gym.spaces.Discrete(n_actions), value=V())
+
+
+def _reference_size(x0: np.ndarray, x: np.ndarray, scale: np.ndarray, norm: str) -> np.ndarray:
+    d = (x.astype(np.float64) - x0.astype(np.float64)).reshape(len(x0), -1)
+    u = np.divide(d, scale, out=np.zeros_like(d), where=scale > 0)
+    return np.abs(u).max(axis=1) if norm == "linf" else np.linalg.norm(u, axis=1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    attack_id=st.sampled_from(CHEAP_OBS_ATTACKS),
+    eps=st.floats(0.0, 2.0),
+    l2=st.booleans(),
+    dim=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    batch=st.integers(1, 9),
+    continuous=st.booleans(),
+    zero_feature=st.booleans(),
+)
+def test_every_attack_stays_in_its_ball_and_the_space(
+    attack_id: str, eps: float, l2: bool, dim: int, seed: int, batch: int, continuous: bool,
+    zero_feature: bool,
+) -> None:
+    cls = ATTACKS[attack_id]
+    norm = "l2" if l2 and "l2" in cls.norms else cls.norms[0]
+    policy = mlp_policy(dim, 3, seed, continuous=continuous)
+    attack = make_attack(attack_id, eps, unit="std", norm=norm)
+    try:
+        attack.check_applicable(policy)
+    except AttackNotApplicable:
+        assert attack_id in ("timed-obs-v1", "critic-obs-v1") and continuous
+        return
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.1, 2.0, size=dim)
+    if zero_feature:
+        scale[0] = 0.0
+    assert isinstance(attack, ObservationAttack)
+    attack.start(policy, num_envs=batch, rng=rng, scale=scale, horizon=50)
+    # observations near the bounds, so that clipping to the space matters too
+    x0 = rng.uniform(-3.0, 3.0, size=(batch, dim)).astype(np.float32)
+    x = attack.perturb(x0, np.arange(batch))
+    assert x.shape == x0.shape and x.dtype == np.float32
+    size = _reference_size(x0, x, scale, norm)
+    assert np.all(size <= eps * (1 + 1e-6) + 1e-12), (size, eps)
+    assert np.all(x >= -3.0) and np.all(x <= 3.0)
+    if zero_feature:
+        assert np.array_equal(x[:, 0], x0[:, 0])
+
+
+@pytest.mark.parametrize("attack_id", ["pgd-obs-v1", "fgsm-obs-v1"])
+@pytest.mark.parametrize("w", [[1.0, -2.0, 0.5], [0.3, 0.3], [4.0]])
+def test_gradient_attack_flips_a_linear_policy_exactly_above_its_margin(
+    attack_id: str, w: list[float]
+) -> None:
+    """logits = [w·s, 0]: action 0 iff w·s > 0; the linf margin is w·s / ||w||_1."""
+    policy = linear_policy(np.array(w))
+    rng = np.random.default_rng(0)
+    x0 = np.abs(rng.normal(size=(16, len(w)))).astype(np.float32) * np.sign(w).astype(np.float32)
+    margin = (x0 @ np.array(w)) / np.abs(w).sum()
+    assert np.all(margin > 0) and np.all(policy.act(x0) == 0)
+    for factor, flips in ((1.02, True), (0.98, False)):
+        eps_rows = margin * factor
+        for row in range(len(x0)):
+            attack = make_attack(attack_id, float(eps_rows[row]))
+            attack.start(policy, num_envs=1, rng=np.random.default_rng(row))
+            x = attack.perturb(x0[row : row + 1])
+            assert (policy.act(x)[0] == 1) == flips, (attack_id, row, factor)
+
+
+@pytest.mark.parametrize("w", [[1.0, -2.0, 0.5], [0.3, 0.3], [4.0]])
+def test_mad_reaches_an_extreme_of_the_kl_on_a_linear_policy(w: list[float]) -> None:
+    """KL(π(s) ‖ π(s+δ)) is convex in w·δ, so its maximum over the linf ball sits where
+    |w·δ| = ε·||w||_1. MAD (SGLD on the KL, best iterate kept) must get there, on either side:
+    KL grows both toward flipping the action and toward over-confidence, which is why MAD
+    alone is not a flipping attack."""
+    policy = linear_policy(np.array(w))
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(-1, 1, size=(16, len(w))).astype(np.float32)
+    eps = 0.3
+    attack = make_attack("mad-obs-v1", eps)
+    attack.start(policy, num_envs=16, rng=np.random.default_rng(0))
+    x = attack.perturb(x0)
+    moved = np.abs((x - x0).astype(np.float64) @ np.array(w))
+    assert np.all(moved >= 0.97 * eps * np.abs(w).sum()), moved
+
+
+def test_pgd_l2_flips_above_the_l2_margin() -> None:
+    w = np.array([1.0, -2.0, 0.5])
+    policy = linear_policy(w)
+    x0 = np.array([[1.0, -1.0, 1.0]], dtype=np.float32)
+    margin = float(x0[0] @ w / np.linalg.norm(w))
+    for factor, flips in ((1.02, True), (0.98, False)):
+        attack = make_attack("pgd-l2-obs-v1", margin * factor)
+        attack.start(policy, num_envs=1, rng=np.random.default_rng(0))
+        assert (policy.act(attack.perturb(x0))[0] == 1) == flips
+
+
+def test_pgd_keeps_the_best_iterate_so_more_steps_never_hurt() -> None:
+    """With a fixed step size, the iterates of k steps are a prefix of those of k+1 steps;
+    keeping each row's best iterate makes the objective non-decreasing in the step count."""
+    policy = mlp_policy(4, 3, seed=3)
+    x0 = np.random.default_rng(1).uniform(-1, 1, size=(64, 4)).astype(np.float32)
+    clean = torch.from_numpy(np.asarray(policy.act(x0)))
+    losses = []
+    for steps in (1, 5, 20):
+        a = PGDObservation(ThreatModel(Surface.OBSERVATION, 0.3), steps=steps, step_size=0.05,
+                           random_start=False)
+        a.start(policy, num_envs=64, rng=np.random.default_rng(0))
+        with torch.no_grad():
+            logits = policy.torch_module()(torch.from_numpy(a.perturb(x0)))
+        losses.append(torch.nn.functional.cross_entropy(logits, clean, reduction="none"))
+    assert torch.all(losses[0] <= losses[1] + 1e-5) and torch.all(losses[1] <= losses[2] + 1e-5)
+    assert torch.any(losses[2] > losses[0] + 1e-3)
+
+
+def test_zero_budget_returns_the_clean_observations() -> None:
+    policy = mlp_policy(3, 2, seed=0)
+    x0 = np.ones((4, 3), dtype=np.float32)
+    for attack_id in CHEAP_OBS_ATTACKS:
+        attack = make_attack(attack_id, 0.0)
+        attack.start(policy, num_envs=4, rng=np.random.default_rng(0))
+        assert np.array_equal(attack.perturb(x0), x0)
+
+
+def test_same_seed_same_perturbation() -> None:
+    policy = mlp_policy(3, 2, seed=0)
+    x0 = np.zeros((5, 3), dtype=np.float32)
+    outs = []
+    for _ in range(2):
+        attack = make_attack("mad-obs-v1", 0.5)
+        attack.start(policy, num_envs=5, rng=np.random.default_rng(42))
+        outs.append(attack.perturb(x0))
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_a_perturbation_outside_the_ball_raises_instead_of_passing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy = mlp_policy(2, 2, seed=0)
+    attack = make_attack("uniform-obs-v1", 0.1)
+    attack.start(policy, num_envs=1, rng=np.random.default_rng(0))
+    # a broken projection must not let an oversize perturbation through silently
+    monkeypatch.setattr(attack.ball, "project", lambda x0, x: (x0 + 1.0).astype(np.float32))
+    with pytest.raises(BudgetViolation, match="exceeds the budget"):
+        attack.perturb(np.zeros((1, 2), dtype=np.float32))
+
+
+def test_discrete_observations_are_not_attackable_by_perturbation() -> None:
+    net = torch.nn.Linear(1, 2)
+    policy = from_torch(net, gym.spaces.Discrete(4), gym.spaces.Discrete(2))
+    with pytest.raises(AttackNotApplicable, match="continuous observations"):
+        make_attack("pgd-obs-v1", 0.1).check_applicable(policy)
+
+
+def test_white_box_attack_needs_a_differentiable_policy() -> None:
+    class Blackbox:
+        observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def act(self, obs: np.ndarray) -> np.ndarray:
+            return np.zeros(len(obs), dtype=np.int64)
+
+    with pytest.raises(AttackNotApplicable, match="white-box"):
+        make_attack("pgd-obs-v1", 0.1).check_applicable(Blackbox())  # type: ignore[arg-type]
+    make_attack("uniform-obs-v1", 0.1).check_applicable(Blackbox())  # type: ignore[arg-type]
+
+
+def test_perturb_before_start_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="start"):
+        make_attack("pgd-obs-v1", 0.1).perturb(np.zeros((1, 2), dtype=np.float32))
+
+
+def test_critic_attack_with_q_steers_toward_the_worst_action() -> None:
+    # Q(s, ·) = [w·s, 0]: at s with w·s > 0 the worst action (lowest Q) is action 1.
+    w = np.array([1.0, 1.0])
+    policy = linear_policy(w, q=True)
+    x0 = np.array([[0.05, 0.05]], dtype=np.float32)
+    attack = make_attack("critic-obs-v1", 0.2)
+    assert isinstance(attack, CriticObservation)
+    attack.start(policy, num_envs=1, rng=np.random.default_rng(0))
+    assert attack.params()["critic"] == "q"
+    assert policy.act(attack.perturb(x0))[0] == 1
+
+
+def test_critic_attack_with_only_v_lowers_the_value() -> None:
+    policy = mlp_policy(3, 2, seed=5)
+    v = policy.value_module()
+    assert v is not None
+    x0 = np.random.default_rng(0).uniform(-1, 1, (32, 3)).astype(np.float32)
+    attack = make_attack("critic-obs-v1", 0.3)
+    attack.start(policy, num_envs=32, rng=np.random.default_rng(0))
+    x = attack.perturb(x0)
+    with torch.no_grad():
+        assert torch.all(v(torch.from_numpy(x)) <= v(torch.from_numpy(x0)) + 1e-6)
+    assert attack.params()["critic"] == "v"
+
+
+def test_critic_attack_needs_a_critic() -> None:
+    policy = from_torch(torch.nn.Linear(2, 2), gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2))
+    with pytest.raises(AttackNotApplicable, match="critic"):
+        make_attack("critic-obs-v1", 0.1).check_applicable(policy)
+
+
+@settings(max_examples=20, deadline=None)
+@given(frac=st.floats(0.05, 1.0), horizon=st.integers(5, 60), seed=st.integers(0, 1000))
+def test_timed_attack_never_exceeds_its_step_budget(frac: float, horizon: int, seed: int) -> None:
+    policy = mlp_policy(3, 2, seed=seed)
+    attack = make_attack("timed-obs-v1", 0.5, step_budget=frac)
+    assert isinstance(attack, TimedObservation)
+    attack.start(policy, num_envs=4, rng=np.random.default_rng(seed), horizon=horizon)
+    cap = int(np.ceil(frac * horizon))
+    rng = np.random.default_rng(seed)
+    touched = np.zeros(4, dtype=int)
+    for _ in range(horizon):
+        x0 = rng.uniform(-1, 1, (4, 3)).astype(np.float32)
+        x = attack.perturb(x0, np.arange(4))
+        touched += np.any(x != x0, axis=1)
+    assert np.all(touched <= cap)
+    assert np.all(attack.attacked_steps() <= cap)
+    attack.reset(np.array([1]))
+    assert attack.attacked_steps()[1] == 0
+
+
+def test_timed_attack_with_unreachable_threshold_never_fires() -> None:
+    policy = mlp_policy(3, 2, seed=0)
+    attack = TimedObservation(ThreatModel(Surface.OBSERVATION, 0.5), beta=1.5)
+    attack.start(policy, num_envs=8, rng=np.random.default_rng(0), horizon=10)
+    x0 = np.random.default_rng(0).uniform(-1, 1, (8, 3)).astype(np.float32)
+    assert np.array_equal(attack.perturb(x0), x0)
+
+
+def test_observation_wrapper_shows_perturbed_observations_within_budget() -> None:
+    from helpers import GenericTestEnv
+
+    true_obs = np.full(3, 0.5, dtype=np.float32)
+    env = GenericTestEnv(
+        observation_space=gym.spaces.Box(-3, 3, (3,), np.float32),
+        reset_func=lambda self, **_: (true_obs.copy(), {}),
+        step_func=lambda self, action: (true_obs.copy(), 1.0, False, False, {}),
+    )
+    policy = mlp_policy(3, 2, seed=0)
+    wrapped = make_attack("pgd-obs-v1", 0.25).as_wrapper(env, policy, seed=0)
+    obs, _ = wrapped.reset(seed=0)
+    seen = [obs]
+    for _ in range(5):
+        obs, reward, *_ = wrapped.step(0)
+        assert reward == 1.0
+        seen.append(obs)
+    dev = np.abs(np.stack(seen) - true_obs)
+    assert np.all(dev <= 0.25 + 1e-6)
+    assert dev.max() > 0.1  # the agent really saw perturbed observations

@@ -1,0 +1,632 @@
+"""``rlsec.policies.from_sb3``: exact round trips against Stable-Baselines3, hostile archives.
+
+Every model here is built untrained (random weights are enough to compare two forward passes)
+with tiny networks, so the whole module runs in seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pathlib
+import pickle
+import stat
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from rlsec.errors import PolicyLoadError, SpaceMismatch, UnsafeArtifact
+from rlsec.policies import from_sb3
+from rlsec.policies.base import TorchPolicy
+
+N_OBS = 256
+SMALL = [16, 16]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- a tiny environment for action spaces no classic-control env has -----------------------
+
+
+class _TinyEnv(gym.Env[Any, Any]):
+    """Box(3) observations (unless told otherwise) and whatever action space the test needs."""
+
+    def __init__(
+        self, action_space: gym.Space[Any], observation_space: gym.Space[Any] | None = None
+    ) -> None:
+        self.observation_space = observation_space or gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_space = action_space
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        return self.observation_space.sample(), 0.0, False, True, {}
+
+
+# -- the models ------------------------------------------------------------------------------
+
+_ON_POLICY = {"n_steps": 32, "device": "cpu", "seed": 0}
+_OFF_POLICY = {"buffer_size": 64, "learning_starts": 0, "device": "cpu", "seed": 0}
+
+
+def _ppo(env: Any, **kw: Any) -> BaseAlgorithm:
+    kw.setdefault("policy_kwargs", {"net_arch": SMALL})
+    return PPO("MlpPolicy", env, batch_size=32, **_ON_POLICY, **kw)
+
+
+def _a2c(env: Any, **kw: Any) -> BaseAlgorithm:
+    return A2C("MlpPolicy", env, policy_kwargs={"net_arch": SMALL}, **_ON_POLICY, **kw)
+
+
+def _off(cls: type[BaseAlgorithm], env: str, **kw: Any) -> BaseAlgorithm:
+    kw.setdefault("policy_kwargs", {"net_arch": SMALL})
+    return cls("MlpPolicy", env, **_OFF_POLICY, **kw)
+
+
+MULTI_DISCRETE = gym.spaces.MultiDiscrete([3, 2, 4])
+MULTI_BINARY = gym.spaces.MultiBinary(4)
+
+# name -> (builder, expected algo)
+CASES: dict[str, tuple[Callable[[], BaseAlgorithm], str]] = {
+    "ppo-cartpole": (lambda: _ppo("CartPole-v1"), "ppo"),
+    "ppo-pendulum": (lambda: _ppo("Pendulum-v1"), "ppo"),
+    "ppo-multidiscrete": (lambda: _ppo(_TinyEnv(MULTI_DISCRETE)), "ppo"),
+    "ppo-multibinary": (lambda: _ppo(_TinyEnv(MULTI_BINARY)), "ppo"),
+    "ppo-frozenlake": (lambda: _ppo("FrozenLake-v1"), "ppo"),
+    "ppo-relu-split": (
+        lambda: _ppo(
+            "CartPole-v1",
+            policy_kwargs={"net_arch": {"pi": [16, 8], "vf": [12]}, "activation_fn": torch.nn.ReLU},
+        ),
+        "ppo",
+    ),
+    "ppo-sde-pendulum": (lambda: _ppo("Pendulum-v1", use_sde=True), "ppo"),
+    "ppo-sde-squash": (
+        lambda: _ppo(
+            _TinyEnv(gym.spaces.Box(-2.0, 3.0, (2,), np.float32)),
+            use_sde=True,
+            policy_kwargs={"net_arch": SMALL, "squash_output": True},
+        ),
+        "ppo",
+    ),
+    "ppo-multidiscrete-obs": (
+        lambda: _ppo(_TinyEnv(gym.spaces.Discrete(3), gym.spaces.MultiDiscrete([3, 4]))),
+        "ppo",
+    ),
+    "ppo-multibinary-obs": (
+        lambda: _ppo(_TinyEnv(gym.spaces.Discrete(3), gym.spaces.MultiBinary(5))),
+        "ppo",
+    ),
+    "ppo-uint8-image-mlp": (
+        lambda: _ppo(_TinyEnv(gym.spaces.Discrete(3), gym.spaces.Box(0, 255, (4, 4, 1), np.uint8))),
+        "ppo",
+    ),
+    "a2c-cartpole": (lambda: _a2c("CartPole-v1"), "a2c"),
+    "a2c-pendulum": (lambda: _a2c("Pendulum-v1"), "a2c"),
+    "a2c-multidiscrete": (lambda: _a2c(_TinyEnv(MULTI_DISCRETE)), "a2c"),
+    "a2c-multibinary": (lambda: _a2c(_TinyEnv(MULTI_BINARY)), "a2c"),
+    "a2c-frozenlake": (lambda: _a2c("FrozenLake-v1"), "a2c"),
+    "dqn-cartpole": (lambda: _off(DQN, "CartPole-v1"), "dqn"),
+    "dqn-frozenlake": (lambda: _off(DQN, "FrozenLake-v1"), "dqn"),
+    "sac-pendulum": (lambda: _off(SAC, "Pendulum-v1"), "sac"),
+    "sac-sde-pendulum": (lambda: _off(SAC, "Pendulum-v1", use_sde=True), "sac"),
+    "td3-pendulum": (lambda: _off(TD3, "Pendulum-v1"), "td3"),
+    "ddpg-pendulum": (lambda: _off(DDPG, "Pendulum-v1"), "ddpg"),
+}
+
+_BUILT: dict[str, tuple[BaseAlgorithm, bytes]] = {}
+
+
+def sb3_model(name: str) -> tuple[BaseAlgorithm, bytes]:
+    """The (untrained) model of a case and its saved archive, built once per session."""
+    if name not in _BUILT:
+        model = CASES[name][0]()
+        buf = io.BytesIO()
+        model.save(buf)
+        _BUILT[name] = (model, buf.getvalue())
+    return _BUILT[name]
+
+
+def sample_obs(space: gym.Space[Any], n: int = N_OBS, seed: int = 0) -> np.ndarray:
+    space.seed(seed)
+    return np.stack([np.asarray(space.sample()) for _ in range(n)])
+
+
+# -- archive surgery ---------------------------------------------------------------------------
+
+
+def archive_members(raw: bytes) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        return [(info.filename, zf.read(info)) for info in zf.infolist()]
+
+
+def build_archive(members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
+    """A zip with exactly these members, in order (duplicates allowed)."""
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, body in members:
+                zf.writestr(name, body)
+    return out.getvalue()
+
+
+def replace_member(raw: bytes, name: str, body: bytes | None) -> bytes:
+    """Copy of a real archive with one member replaced (or dropped, when ``body`` is None)."""
+    members = archive_members(raw)
+    assert name in {n for n, _ in members}, f"{name} not in the source archive"
+    out: list[tuple[str | zipfile.ZipInfo, bytes]] = []
+    for n, b in members:
+        if n != name:
+            out.append((n, b))
+        elif body is not None:
+            out.append((n, body))
+    return build_archive(out)
+
+
+def add_member(raw: bytes, name: str | zipfile.ZipInfo, body: bytes) -> bytes:
+    return build_archive([*archive_members(raw), (name, body)])
+
+
+def edit_data(raw: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    data = json.loads(dict(archive_members(raw))["data"])
+    edit(data)
+    return replace_member(raw, "data", json.dumps(data).encode())
+
+
+def edit_state(raw: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    state = torch.load(
+        io.BytesIO(dict(archive_members(raw))["policy.pth"]), map_location="cpu", weights_only=True
+    )
+    edit(state)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return replace_member(raw, "policy.pth", buf.getvalue())
+
+
+def declare_size(raw: bytes, name: str, size: int) -> bytes:
+    """Patch the central directory so ``name`` declares ``size`` uncompressed bytes."""
+    out = bytearray(raw)
+    pos = out.find(b"PK\x01\x02")
+    while pos != -1:
+        (name_len,) = struct.unpack_from("<H", out, pos + 28)
+        if out[pos + 46 : pos + 46 + name_len] == name.encode():
+            struct.pack_into("<I", out, pos + 24, size)
+            return bytes(out)
+        pos = out.find(b"PK\x01\x02", pos + 4)
+    raise AssertionError(f"{name} not in the central directory")
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates ``path``: stands for any code an attacker would run."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.path,))
+
+
+def _files_under(root: pathlib.Path) -> set[pathlib.Path]:
+    return set(root.rglob("*"))
+
+
+# == 1. round trips against SB3 ================================================================
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_actions_match_sb3_predict(case: str) -> None:
+    model, raw = sb3_model(case)
+    policy = from_sb3(raw, env_id="whatever-v0")
+    obs = sample_obs(model.observation_space)
+
+    ours = policy.act(obs)
+    theirs, _ = model.predict(obs, deterministic=True)
+
+    assert isinstance(policy, TorchPolicy)
+    assert policy.info.algo == CASES[case][1]
+    assert policy.info.format == "sb3"
+    assert policy.info.env_id == "whatever-v0"
+    assert policy.info.sha256 == hashlib.sha256(raw).hexdigest()
+    assert policy.observation_space == model.observation_space
+    assert policy.action_space == model.action_space
+    assert ours.shape == np.asarray(theirs).shape
+    if isinstance(model.action_space, gym.spaces.Box):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+        # random weights should not make every action saturate: the comparison means something
+        assert np.unique(np.round(ours, 4)).size > 10
+    else:
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith(("ppo", "a2c"))])
+def test_value_head_matches_sb3_predict_values(case: str) -> None:
+    model, raw = sb3_model(case)
+    policy = from_sb3(raw)
+    obs = sample_obs(model.observation_space, seed=1)
+    value = policy.value_module()
+    assert value is not None
+    with torch.no_grad():
+        ours = value(torch.from_numpy(policy.as_batch(obs)))
+        theirs = model.policy.predict_values(model.policy.obs_to_tensor(obs)[0])
+    assert ours.shape == (N_OBS,)
+    np.testing.assert_allclose(ours.numpy(), theirs.squeeze(-1).numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "case", ["sac-pendulum", "sac-sde-pendulum", "td3-pendulum", "ddpg-pendulum"]
+)
+def test_q_head_matches_sb3_critic(case: str) -> None:
+    model, raw = sb3_model(case)
+    policy = from_sb3(raw)
+    obs = sample_obs(model.observation_space, seed=2)
+    actions = sample_obs(model.action_space, seed=3)
+    q = policy.q_module()
+    assert q is not None
+    with torch.no_grad():
+        ours = q(torch.from_numpy(obs), torch.from_numpy(actions))
+        theirs = model.critic(
+            torch.from_numpy(obs), torch.as_tensor(model.policy.scale_action(actions))
+        )[0]
+    assert ours.shape == (N_OBS,)
+    np.testing.assert_allclose(ours.numpy(), theirs.squeeze(-1).numpy(), atol=1e-5, rtol=0)
+
+
+def test_dqn_q_head_matches_sb3_q_net() -> None:
+    model, raw = sb3_model("dqn-cartpole")
+    policy = from_sb3(raw)
+    obs = sample_obs(model.observation_space, seed=4)
+    q = policy.q_module()
+    assert q is not None
+    assert policy.output == "q_values"
+    with torch.no_grad():
+        ours = q(torch.from_numpy(obs))
+        theirs = model.q_net(torch.from_numpy(obs))
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5, rtol=0)
+
+
+def test_import_from_a_file_path_and_matching_env_spaces(tmp_path: pathlib.Path) -> None:
+    model, raw = sb3_model("ppo-pendulum")
+    path = tmp_path / "model.zip"
+    path.write_bytes(raw)
+    env = gym.make("Pendulum-v1")
+    policy = from_sb3(path, env_spaces=(env.observation_space, env.action_space))
+    assert policy.info.source == str(path)
+    obs = sample_obs(model.observation_space)
+    np.testing.assert_allclose(
+        policy.act(obs), model.predict(obs, deterministic=True)[0], atol=1e-5
+    )
+
+
+# == 2. hostile archives ======================================================================
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("ppo-cartpole", "observation_space"),
+        ("ppo-cartpole", "action_space"),
+        ("ppo-cartpole", "policy_class"),
+        ("ppo-relu-split", "policy_kwargs"),
+        ("sac-pendulum", "action_space"),
+    ],
+)
+def test_pickled_code_in_data_never_runs(
+    case: str, field: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, raw = sb3_model(case)
+    marker = tmp_path / "pwned"
+    blob = base64.b64encode(pickle.dumps(_TouchOnUnpickle(marker))).decode()
+
+    def plant(data: dict[str, Any]) -> None:
+        data[field][":serialized:"] = blob
+
+    hostile = edit_data(raw, plant)
+
+    def no_unpickling(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the importer unpickled something")
+
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(cloudpickle, "loads", no_unpickling)
+    policy = from_sb3(hostile)
+    monkeypatch.undo()
+
+    assert not marker.exists()
+    # the readable fields still give the real policy
+    obs = sample_obs(model.observation_space)
+    np.testing.assert_allclose(
+        policy.act(obs), model.predict(obs, deterministic=True)[0], atol=1e-5, rtol=0
+    )
+
+
+def test_sb3_own_loader_does_run_the_pickled_code(tmp_path: pathlib.Path) -> None:
+    """Why the safe importer matters: the same archive makes ``PPO.load`` run the payload."""
+    _, raw = sb3_model("ppo-cartpole")
+    marker = tmp_path / "pwned-by-sb3"
+    blob = base64.b64encode(pickle.dumps(_TouchOnUnpickle(marker))).decode()
+
+    def plant(data: dict[str, Any]) -> None:
+        data["observation_space"][":serialized:"] = blob
+
+    hostile = edit_data(raw, plant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the payload replaced the space with None, so SB3 may fail after running it
+        with contextlib.suppress(Exception):
+            PPO.load(io.BytesIO(hostile), device="cpu")
+    if not marker.exists():
+        pytest.skip("this Stable-Baselines3 version did not unpickle the planted payload")
+    assert marker.exists()
+
+
+def test_pickled_code_in_policy_pth_is_refused(tmp_path: pathlib.Path) -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    marker = tmp_path / "pwned"
+
+    def plant(state: dict[str, Any]) -> None:
+        state["evil"] = _TouchOnUnpickle(marker)
+
+    hostile = edit_state(raw, plant)
+    with pytest.raises(UnsafeArtifact) as exc_info:
+        from_sb3(hostile)
+    assert type(exc_info.value) is UnsafeArtifact
+    msg = str(exc_info.value)
+    assert "policy.pth" in msg
+    assert "pickled objects" in msg
+    assert "tensors" in msg
+    assert not marker.exists()
+    # control: the payload is live, an unsafe torch.load does run it
+    pth = dict(archive_members(hostile))["policy.pth"]
+    torch.load(io.BytesIO(pth), map_location="cpu", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "evil_name", ["../evil", "/abs/evil", "a/../../evil", "C:\\evil", "dir\\..\\evil"]
+)
+def test_traversing_member_names_are_refused_and_nothing_is_written(
+    evil_name: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    hostile = add_member(raw, evil_name, b"pwned")
+    assert evil_name in [n for n, _ in archive_members(hostile)]  # zipfile kept the name
+    src = tmp_path / "in" / "model.zip"
+    src.parent.mkdir()
+    src.write_bytes(hostile)
+    cwd = tmp_path / "cwd" / "deeper"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    before = _files_under(tmp_path)
+
+    with pytest.raises(UnsafeArtifact) as exc_info:
+        from_sb3(src)
+
+    assert type(exc_info.value) is UnsafeArtifact
+    msg = str(exc_info.value)
+    assert repr(evil_name) in msg
+    assert "expected plain relative names" in msg
+    assert _files_under(tmp_path) == before
+    assert list(cwd.iterdir()) == []
+    assert not pathlib.Path("/abs/evil").exists()
+
+
+def _symlink_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _dup_data(raw: bytes) -> bytes:
+    return add_member(raw, "data", b"{}")
+
+
+def _symlink_data(raw: bytes) -> bytes:
+    members: list[tuple[str | zipfile.ZipInfo, bytes]] = [
+        (n, b) for n, b in archive_members(raw) if n != "data"
+    ]
+    return build_archive([(_symlink_info("data"), b"/etc/passwd"), *members])
+
+
+def _huge_member(raw: bytes) -> bytes:
+    return declare_size(add_member(raw, "huge.bin", b"x" * 16), "huge.bin", 0xF000_0000)
+
+
+def _huge_total(raw: bytes) -> bytes:
+    # each member stays under the per-member cap; together they pass the archive cap
+    raw = build_archive([*archive_members(raw), *((f"part{i}", b"x") for i in range(3))])
+    for i in range(3):
+        raw = declare_size(raw, f"part{i}", 400 * 2**20)
+    return raw
+
+
+def _many_members(raw: bytes) -> bytes:
+    return build_archive([*archive_members(raw), *((f"m{i}", b"") for i in range(64))])
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(_dup_data, "appears twice", id="duplicate-names"),
+        pytest.param(_symlink_data, "symbolic link", id="symlink"),
+        pytest.param(_huge_member, "declares 4026531840 bytes; at most", id="huge-member"),
+        pytest.param(_huge_total, "archive expands to", id="huge-total"),
+        pytest.param(_many_members, "members; at most 64", id="too-many-members"),
+    ],
+)
+def test_zip_bombs_duplicates_and_symlinks_are_refused(
+    make: Callable[[bytes], bytes], expected: str
+) -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    with pytest.raises(UnsafeArtifact) as exc_info:
+        from_sb3(make(raw))
+    assert type(exc_info.value) is UnsafeArtifact
+    assert expected in str(exc_info.value)
+
+
+def _garbage_pth(raw: bytes) -> bytes:
+    return replace_member(raw, "policy.pth", b"this is not a torch file\n" * 8)
+
+
+def _truncated_pth(raw: bytes) -> bytes:
+    return replace_member(raw, "policy.pth", dict(archive_members(raw))["policy.pth"][:300])
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(
+            lambda raw: os.urandom(64) + b"not a zip" * 10,
+            "expected a Stable-Baselines3 .zip archive",
+            id="random-bytes",
+        ),
+        pytest.param(
+            lambda raw: raw[: len(raw) // 2],
+            "expected a Stable-Baselines3 .zip archive",
+            id="truncated-zip",
+        ),
+        pytest.param(
+            lambda raw: replace_member(raw, "data", b"{not json"),
+            "'data' is not valid JSON",
+            id="data-not-json",
+        ),
+        pytest.param(
+            lambda raw: replace_member(raw, "data", b"[1, 2]"),
+            "'data' should be a JSON object",
+            id="data-not-object",
+        ),
+        pytest.param(
+            lambda raw: replace_member(raw, "data", b"\xff\xfe\x00garbage"),
+            "'data' is not valid JSON",
+            id="data-not-utf8",
+        ),
+        pytest.param(_garbage_pth, "policy.pth is not a readable torch state dict", id="pth-text"),
+        pytest.param(_truncated_pth, "policy.pth is not a readable torch state dict", id="pth-cut"),
+        pytest.param(
+            lambda raw: replace_member(raw, "policy.pth", None),
+            "archive has no 'policy.pth' member",
+            id="missing-policy-pth",
+        ),
+        pytest.param(
+            lambda raw: replace_member(raw, "data", None),
+            "archive has no 'data' member",
+            id="missing-data",
+        ),
+        pytest.param(
+            lambda raw: edit_state(raw, lambda s: s.clear()),
+            "not an SB3 MLP policy rlsec recognises",
+            id="empty-state-dict",
+        ),
+        pytest.param(
+            lambda raw: edit_data(raw, lambda d: d.pop("observation_space")),
+            "no readable observation_space",
+            id="no-observation-space",
+        ),
+    ],
+)
+def test_corrupt_archives_raise_policy_load_error(
+    make: Callable[[bytes], bytes], expected: str
+) -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    with pytest.raises(PolicyLoadError) as exc_info:
+        from_sb3(make(raw))
+    assert type(exc_info.value) is PolicyLoadError
+    assert expected in str(exc_info.value)
+
+
+def test_random_bytes_policy_pth_is_corrupt_not_unsafe() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    hostile = replace_member(raw, "policy.pth", b"garbage bytes")
+    with pytest.raises(PolicyLoadError) as exc_info:
+        from_sb3(hostile)
+    assert type(exc_info.value) is PolicyLoadError
+
+
+def test_multidiscrete_with_mixed_width_nvec_imports() -> None:
+    model = _ppo(_TinyEnv(gym.spaces.MultiDiscrete([3, 10])))
+    buf = io.BytesIO()
+    model.save(buf)
+    policy = from_sb3(buf.getvalue())
+    obs = sample_obs(model.observation_space)
+    np.testing.assert_array_equal(policy.act(obs), model.predict(obs, deterministic=True)[0])
+
+
+def test_unexplained_tensor_is_refused_not_dropped() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+
+    def plant(state: dict[str, Any]) -> None:
+        state["features_extractor.cnn.0.weight"] = torch.zeros(8, 4)
+
+    with pytest.raises(PolicyLoadError) as exc_info:
+        from_sb3(edit_state(raw, plant))
+    assert type(exc_info.value) is PolicyLoadError
+    msg = str(exc_info.value)
+    assert "features_extractor.cnn.0.weight" in msg
+    assert "does not account for" in msg
+
+
+def test_unexplained_critic_tensor_in_sac_is_refused() -> None:
+    _, raw = sb3_model("sac-pendulum")
+
+    def plant(state: dict[str, Any]) -> None:
+        state["critic.features_extractor.extra.weight"] = torch.zeros(2, 2)
+
+    with pytest.raises(PolicyLoadError, match=r"critic\.features_extractor\.extra\.weight"):
+        from_sb3(edit_state(raw, plant))
+
+
+def test_custom_features_extractor_is_refused() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+
+    def plant(data: dict[str, Any]) -> None:
+        data["policy_kwargs"] = {
+            "features_extractor_class": "<class 'evil.module.CNN'>",
+        }
+
+    with pytest.raises(PolicyLoadError, match=r"features extractor .*evil\.module\.CNN"):
+        from_sb3(edit_data(raw, plant))
+
+
+def test_env_spaces_mismatch_raises_space_mismatch() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    pendulum = gym.make("Pendulum-v1")
+    with pytest.raises(SpaceMismatch) as exc_info:
+        from_sb3(raw, env_spaces=(pendulum.observation_space, pendulum.action_space))
+    msg = str(exc_info.value)
+    assert "expected Box(shape=(3,)" in msg
+    assert "got Box(shape=(4,)" in msg
+
+
+def test_env_action_space_mismatch_raises_space_mismatch() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    env = gym.make("CartPole-v1")
+    with pytest.raises(SpaceMismatch, match=r"expected Discrete\(3\), got Discrete\(2\)"):
+        from_sb3(raw, env_spaces=(env.observation_space, gym.spaces.Discrete(3)))
+
+
+def test_missing_archive_file_is_a_policy_load_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(PolicyLoadError, match="cannot read SB3 archive"):
+        from_sb3(tmp_path / "nope.zip")
