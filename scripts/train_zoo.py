@@ -46,33 +46,77 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Hyperparameters follow the RL Baselines3 Zoo's tuned settings, with smaller networks
     # where the task allows, so that the zoo stays small.
     "cartpole-ppo": {
-        "env": "CartPole-v1", "algo": "PPO", "timesteps": 100_000, "n_envs": 8,
-        "kwargs": {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98,
-                   "n_epochs": 20, "ent_coef": 0.0, "learning_rate": 1e-3, "clip_range": 0.2,
-                   "policy_kwargs": {"net_arch": [64, 64]}},
+        "env": "CartPole-v1",
+        "algo": "PPO",
+        "timesteps": 100_000,
+        "n_envs": 8,
+        "kwargs": {
+            "n_steps": 32,
+            "batch_size": 256,
+            "gae_lambda": 0.8,
+            "gamma": 0.98,
+            "n_epochs": 20,
+            "ent_coef": 0.0,
+            "learning_rate": 1e-3,
+            "clip_range": 0.2,
+            "policy_kwargs": {"net_arch": [64, 64]},
+        },
     },
     "cartpole-dqn": {
-        "env": "CartPole-v1", "algo": "DQN", "timesteps": 100_000, "n_envs": 1,
-        "kwargs": {"learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
-                   "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10,
-                   "train_freq": 256, "gradient_steps": 128, "exploration_fraction": 0.16,
-                   "exploration_final_eps": 0.04,
-                   "policy_kwargs": {"net_arch": [256, 256]}},
+        "env": "CartPole-v1",
+        "algo": "DQN",
+        "timesteps": 100_000,
+        "n_envs": 1,
+        "kwargs": {
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 100_000,
+            "learning_starts": 1000,
+            "gamma": 0.99,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
     },
     "acrobot-ppo": {
-        "env": "Acrobot-v1", "algo": "PPO", "timesteps": 200_000, "n_envs": 16,
-        "kwargs": {"n_steps": 256, "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4,
-                   "ent_coef": 0.0, "policy_kwargs": {"net_arch": [64, 64]}},
+        "env": "Acrobot-v1",
+        "algo": "PPO",
+        "timesteps": 200_000,
+        "n_envs": 16,
+        "kwargs": {
+            "n_steps": 256,
+            "gae_lambda": 0.94,
+            "gamma": 0.99,
+            "n_epochs": 4,
+            "ent_coef": 0.0,
+            "policy_kwargs": {"net_arch": [64, 64]},
+        },
     },
     "pendulum-sac": {
-        "env": "Pendulum-v1", "algo": "SAC", "timesteps": 20_000, "n_envs": 1,
+        "env": "Pendulum-v1",
+        "algo": "SAC",
+        "timesteps": 20_000,
+        "n_envs": 1,
         "kwargs": {"learning_rate": 1e-3, "policy_kwargs": {"net_arch": [64, 64]}},
     },
     "frozenlake-ppo": {
-        "env": "FrozenLake-v1", "algo": "PPO", "timesteps": 100_000, "n_envs": 8,
-        "kwargs": {"n_steps": 256, "batch_size": 256, "gamma": 0.99, "n_epochs": 10,
-                   "ent_coef": 0.01, "learning_rate": 1e-3,
-                   "policy_kwargs": {"net_arch": [64, 64]}},
+        "env": "FrozenLake-v1",
+        "algo": "PPO",
+        "timesteps": 100_000,
+        "n_envs": 8,
+        "eval_episodes": 200,  # slippery: a 10-episode evaluation is too noisy to pick from
+        "kwargs": {
+            "n_steps": 256,
+            "batch_size": 256,
+            "gamma": 0.99,
+            "n_epochs": 10,
+            "ent_coef": 0.01,
+            "learning_rate": 1e-3,
+            "policy_kwargs": {"net_arch": [64, 64]},
+        },
     },
 }
 
@@ -95,8 +139,9 @@ class KeepBest(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.every
-            mean, _ = evaluate_policy(self.model, self.env, n_eval_episodes=self.episodes,
-                                      deterministic=True)
+            mean, _ = evaluate_policy(
+                self.model, self.env, n_eval_episodes=self.episodes, deterministic=True
+            )
             if mean >= self.best:
                 self.best = float(mean)
                 self.best_state = copy.deepcopy(self.model.policy.state_dict())
@@ -109,7 +154,11 @@ def train(name: str, recipe: dict[str, Any], seed: int = 0) -> None:
     algo = getattr(sb3, recipe["algo"])
     venv = sb3.common.env_util.make_vec_env(env_id, n_envs=recipe["n_envs"], seed=seed)
     model = algo("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **recipe["kwargs"])
-    keep = KeepBest(env_id, every=recipe.get("eval_every", recipe["timesteps"] // 20))
+    keep = KeepBest(
+        env_id,
+        every=recipe.get("eval_every", recipe["timesteps"] // 20),
+        episodes=recipe.get("eval_episodes", 10),
+    )
     keep.env.reset(seed=seed + 1)
     model.learn(total_timesteps=recipe["timesteps"], callback=keep)
     if keep.best_state is not None:
@@ -121,13 +170,23 @@ def train(name: str, recipe: dict[str, Any], seed: int = 0) -> None:
     stats = rollout(policy, eval_env, EVAL_EPISODES, seed=EVAL_SEED, track_observations=True)
     eval_env.close()
     mean, ci = mean_ci(stats.returns)
-    clean = {"mean": mean, "ci95": ci, "episodes": EVAL_EPISODES, "seed": EVAL_SEED,
-             "mean_length": float(stats.lengths.mean())}
+    clean = {
+        "mean": mean,
+        "ci95": ci,
+        "episodes": EVAL_EPISODES,
+        "seed": EVAL_SEED,
+        "mean_length": float(stats.lengths.mean()),
+    }
     obs_stats = None
     if stats.obs_moments is not None:
         m = stats.obs_moments
-        obs_stats = {"mean": m.mean.tolist(), "std": m.std.tolist(), "observations": m.n,
-                     "episodes": EVAL_EPISODES, "seed": EVAL_SEED}
+        obs_stats = {
+            "mean": m.mean.tolist(),
+            "std": m.std.tolist(),
+            "observations": m.n,
+            "episodes": EVAL_EPISODES,
+            "seed": EVAL_SEED,
+        }
     provenance = {
         "trainer": f"stable-baselines3 {sb3.__version__} {recipe['algo']}",
         "script": "scripts/train_zoo.py",
@@ -140,13 +199,23 @@ def train(name: str, recipe: dict[str, Any], seed: int = 0) -> None:
         "n_envs": recipe["n_envs"],
         "hyperparameters": recipe["kwargs"],
         "checkpoint": f"best of evaluations every {keep.every} steps ({keep.episodes} "
-                      f"episodes each; best mean {keep.best:.2f})",
+        f"episodes each; best mean {keep.best:.2f})",
     }
-    save_policy(policy, ZOO / name, env_id=env_id, algo=recipe["algo"].lower(),
-                provenance=provenance, clean_return=clean, observation_stats=obs_stats,
-                overwrite=True)
-    print(f"{name}: clean return {mean:.2f} ± {((ci[1] - mean) if ci else 0):.2f} "
-          f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    save_policy(
+        policy,
+        ZOO / name,
+        env_id=env_id,
+        algo=recipe["algo"].lower(),
+        provenance=provenance,
+        clean_return=clean,
+        observation_stats=obs_stats,
+        overwrite=True,
+    )
+    print(
+        f"{name}: clean return {mean:.2f} ± {((ci[1] - mean) if ci else 0):.2f} "
+        f"({time.perf_counter() - t0:.0f}s)",
+        flush=True,
+    )
 
 
 def train_adversaries(names: list[str]) -> None:
@@ -166,8 +235,9 @@ def train_adversaries(names: list[str]) -> None:
             config = SARLConfig()
             key = adversary_key(policy.info.sha256, policy.info.env_id, eps, "linf", scale, config)
             keep.add(key)
-            _, origin = load_or_train_adversary(policy, policy.info.sha256, policy.info.env_id,
-                                                ball, config, directory=PRETRAINED)
+            _, origin = load_or_train_adversary(
+                policy, policy.info.sha256, policy.info.env_id, ball, config, directory=PRETRAINED
+            )
             print(f"{name} sa-rl ε={eps}: {origin} ({time.perf_counter() - t0:.0f}s)", flush=True)
     for old in PRETRAINED.iterdir():
         if old.is_dir() and old.name not in keep:
@@ -175,8 +245,9 @@ def train_adversaries(names: list[str]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="*", choices=sorted(RECIPES), default=None)
     parser.add_argument("--adversaries", action="store_true")
     parser.add_argument("--adversaries-only", action="store_true")
@@ -187,8 +258,11 @@ def main() -> int:
             train(name, RECIPES[name])
     if args.adversaries or args.adversaries_only:
         train_adversaries(["cartpole-ppo", "cartpole-dqn"])
-    summary = {n: json.loads((ZOO / n / "spec.json").read_text())["clean_return"]
-               for n in sorted(RECIPES) if (ZOO / n / "spec.json").exists()}
+    summary = {
+        n: json.loads((ZOO / n / "spec.json").read_text())["clean_return"]
+        for n in sorted(RECIPES)
+        if (ZOO / n / "spec.json").exists()
+    }
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -7,7 +7,9 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every test gets its own RLSEC_HOME, so no cache leaks between tests or from the user."""
     monkeypatch.setenv("RLSEC_HOME", str(tmp_path_factory.mktemp("rlsec-home")))
 

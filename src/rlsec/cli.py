@@ -42,32 +42,48 @@ def _floats(text: str | None, what: str) -> list[float] | None:
     return values
 
 
-@app.command()
-def redteam(
-    policy: Annotated[str, typer.Option(
-        help="zoo:NAME, a native policy directory, or a Stable-Baselines3 .zip archive.")
+@app.command("redteam")
+def _redteam(
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="zoo:NAME, a native policy directory, or a Stable-Baselines3 .zip archive."
+        ),
     ] = "zoo:cartpole-ppo",
-    env: Annotated[str | None, typer.Option(
-        help="Gymnasium environment id (required for SB3 archives; defaults to the policy's).")
+    env: Annotated[
+        str | None,
+        typer.Option(
+            help="Gymnasium environment id (required for SB3 archives; defaults to the policy's)."
+        ),
     ] = None,
-    attacks: Annotated[str | None, typer.Option(
-        help="Comma-separated attack ids (see `rlsec attacks`); default: all that apply.")
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated attack ids (see `rlsec attacks`); default: all that apply."
+        ),
     ] = None,
-    eps: Annotated[str | None, typer.Option(
-        help="Comma-separated observation budgets ε, in --eps-unit.")] = None,
-    eps_unit: Annotated[str, typer.Option(
-        help="raw (observation units) or std (per-feature clean standard deviations).")
+    eps: Annotated[
+        str | None, typer.Option(help="Comma-separated observation budgets ε, in --eps-unit.")
+    ] = None,
+    eps_unit: Annotated[
+        str,
+        typer.Option(
+            help="raw (observation units) or std (per-feature clean standard deviations)."
+        ),
     ] = "std",
-    alpha: Annotated[str | None, typer.Option(
-        help="Comma-separated action-attack budgets α (probabilities).")] = None,
+    alpha: Annotated[
+        str | None, typer.Option(help="Comma-separated action-attack budgets α (probabilities).")
+    ] = None,
     episodes: Annotated[int, typer.Option(help="Episodes per attack, budget and seed.")] = 20,
     seed: Annotated[int, typer.Option(help="Base seed: the run is deterministic given it.")] = 0,
     seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...).")] = 1,
     num_envs: Annotated[int, typer.Option(help="Environments stepped in one batch.")] = 64,
-    out: Annotated[Path, typer.Option(help="Directory for results.json and report.html.")
-                   ] = Path("rlsec-redteam"),
-    threads: Annotated[int, typer.Option(
-        help="torch threads (1 is fastest for small policies).")] = 1,
+    out: Annotated[Path, typer.Option(help="Directory for results.json and report.html.")] = Path(
+        "rlsec-redteam"
+    ),
+    threads: Annotated[
+        int, typer.Option(help="torch threads (1 is fastest for small policies).")
+    ] = 1,
 ) -> None:
     """Attack a policy with every inference-time attack at several budgets; report the damage."""
     import torch
@@ -84,47 +100,64 @@ def redteam(
         raise typer.BadParameter(f"expected >= 1, got {seeds}", param_hint="--seeds")
     torch.set_num_threads(max(1, threads))
     attack_ids = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("preparing", total=1.0)
 
         def progress(label: str, index: int, total: int, fraction: float) -> None:
-            bar.update(task, description=f"[{index + 1}/{total}] {label}",
-                       completed=(index + min(fraction, 1.0)) / total)
+            bar.update(
+                task,
+                description=f"[{index + 1}/{total}] {label}",
+                completed=(index + min(fraction, 1.0)) / total,
+            )
 
         results = run(
-            policy, env_id=env, attacks=attack_ids,
+            policy,
+            env_id=env,
+            attacks=attack_ids,
             epsilons=eps_values if eps_values is not None else DEFAULT_EPSILONS,
             eps_unit=eps_unit,  # type: ignore[arg-type]
             alphas=alpha_values if alpha_values is not None else DEFAULT_ALPHAS,
-            episodes=episodes, seeds=[seed + i for i in range(seeds)], num_envs=num_envs,
-            out=out, progress=progress,
+            episodes=episodes,
+            seeds=[seed + i for i in range(seeds)],
+            num_envs=num_envs,
+            out=out,
+            progress=progress,
         )
     out_console.print(results_table(results))
     out_console.print(eps50_table(results))
     for s in results["skipped"]:
         out_console.print(f"[dim]skipped {s['attack']}: {s['reason']}[/dim]")
     out_console.print(
-        f"wrote {out / 'results.json'} and {out / 'report.html'} "
-        f"({results['seconds']:.0f} s)"
+        f"wrote {out / 'results.json'} and {out / 'report.html'} ({results['seconds']:.0f} s)"
     )
 
 
 @app.command("attacks")
-def list_attacks() -> None:
+def _attacks() -> None:
     """List the attacks rlsec can run, with their surface, knowledge and reference."""
     from rlsec.attacks import ATTACKS
 
     table = Table("id", "surface", "norms", "knowledge", "MITRE ATLAS", "reference")
     for attack_id, cls in ATTACKS.items():
-        table.add_row(attack_id, cls.surface.value, ",".join(cls.norms), cls.knowledge,
-                      " ".join(cls.atlas), cls.reference)
+        table.add_row(
+            attack_id,
+            cls.surface.value,
+            ",".join(cls.norms),
+            cls.knowledge,
+            " ".join(cls.atlas),
+            cls.reference,
+        )
     out_console.print(table)
 
 
 @app.command("zoo")
-def list_zoo() -> None:
+def _zoo() -> None:
     """List the reference policies shipped with rlsec and their clean returns."""
     from rlsec.policies import load_policy, zoo_names
 
@@ -132,13 +165,18 @@ def list_zoo() -> None:
     for name in zoo_names():
         p = load_policy(f"zoo:{name}")
         cr: dict[str, Any] = p.info.clean_return or {}
-        table.add_row(f"zoo:{name}", str(p.info.env_id), str(p.info.algo),
-                      f"{cr.get('mean', float('nan')):.2f}", p.info.sha256[:16])
+        table.add_row(
+            f"zoo:{name}",
+            str(p.info.env_id),
+            str(p.info.algo),
+            f"{cr.get('mean', float('nan')):.2f}",
+            p.info.sha256[:16],
+        )
     out_console.print(table)
 
 
-@app.command()
-def version() -> None:
+@app.command("version")
+def _version() -> None:
     """Print the rlsec version."""
     out_console.print(__version__)
 
@@ -156,12 +194,13 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted: nothing was written")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors of the (vendored) click under typer: show them as click would.
+        show = getattr(exc, "show", None)
+        code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise

@@ -24,9 +24,9 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-class Surface(str, Enum):
+class Surface(StrEnum):
     """The parts of the RL loop an adversary can reach."""
 
     OBSERVATION = "observation"
@@ -98,8 +98,9 @@ class ThreatModel:
     phase: Literal["deployment", "training"] = "deployment"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.surface, Surface):
-            object.__setattr__(self, "surface", _choice("surface", self.surface, Surface))
+        surface: object = self.surface
+        if not isinstance(surface, Surface):
+            object.__setattr__(self, "surface", _choice("surface", surface, Surface))
         eps = self.epsilon
         if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
             raise InvalidBudget(f"epsilon must be a number, got {type(eps).__name__} {eps!r}")
@@ -138,7 +139,7 @@ class ThreatModel:
 
 def _choice(name: str, value: object, enum: type[Surface]) -> Surface:
     try:
-        return enum(value)
+        return enum(str(value)) if isinstance(value, str) else enum(value)  # type: ignore[arg-type]
     except ValueError:
         allowed = [m.value for m in enum]
         raise ConfigError(f"{name} must be one of {allowed}, got {value!r}") from None
@@ -209,6 +210,30 @@ class Attack(ABC):
     @abstractmethod
     def check_applicable(self, policy: Policy) -> None:
         """Raise :class:`~rlsec.errors.AttackNotApplicable` if this policy cannot be attacked."""
+
+    @abstractmethod
+    def start(
+        self,
+        policy: Policy,
+        *,
+        num_envs: int,
+        rng: np.random.Generator,
+        scale: np.ndarray | None = None,
+        horizon: int | None = None,
+        env_id: str | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        """Bind to a victim and a batch of ``num_envs`` environments before a run.
+
+        Args:
+            scale: per-feature scale of ε (ones for raw units, clean std for ``std`` units).
+            horizon: the environment's episode step limit, for step-budgeted attacks.
+            env_id: the environment, for attacks that train against it.
+            progress: called with the fraction done during long preparation (training).
+        """
+
+    def reset(self, env_ids: np.ndarray) -> None:  # noqa: B027 (a hook, empty by default)
+        """The environments ``env_ids`` begin a new episode."""
 
     def params(self) -> dict[str, Any]:
         """The method's own parameters (steps, step size, ...), recorded in results."""

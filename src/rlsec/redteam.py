@@ -69,8 +69,15 @@ def redteam(
     if isinstance(policy, (str, os.PathLike)):
         policy = load_for_redteam(policy, env_id)
     config = CampaignConfig(
-        env_id=env_id, attacks=attacks, epsilons=epsilons, eps_unit=eps_unit, alphas=alphas,
-        episodes=episodes, seeds=seeds, num_envs=num_envs, attack_params=attack_params or {},
+        env_id=env_id,
+        attacks=attacks,
+        epsilons=epsilons,
+        eps_unit=eps_unit,
+        alphas=alphas,
+        episodes=episodes,
+        seeds=seeds,
+        num_envs=num_envs,
+        attack_params=attack_params or {},
     )
     config.validate()
     results = run_campaign(policy, config, progress=progress)

@@ -4,10 +4,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from helpers import linear_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import linear_policy
 from rlsec.attacks import (
     ATTACKS,
     CriticObservation,
@@ -26,8 +26,15 @@ CHEAP_OBS_ATTACKS = sorted(
 )
 
 
-def mlp_policy(dim: int, n_actions: int, seed: int, *, low: float = -3.0, high: float = 3.0,
-               continuous: bool = False) -> TorchPolicy:
+def mlp_policy(
+    dim: int,
+    n_actions: int,
+    seed: int,
+    *,
+    low: float = -3.0,
+    high: float = 3.0,
+    continuous: bool = False,
+) -> TorchPolicy:
     torch.manual_seed(seed)
     out = n_actions
     net = torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, out))
@@ -62,7 +69,13 @@ def _reference_size(x0: np.ndarray, x: np.ndarray, scale: np.ndarray, norm: str)
     zero_feature=st.booleans(),
 )
 def test_every_attack_stays_in_its_ball_and_the_space(
-    attack_id: str, eps: float, l2: bool, dim: int, seed: int, batch: int, continuous: bool,
+    attack_id: str,
+    eps: float,
+    l2: bool,
+    dim: int,
+    seed: int,
+    batch: int,
+    continuous: bool,
     zero_feature: bool,
 ) -> None:
     cls = ATTACKS[attack_id]
@@ -72,7 +85,8 @@ def test_every_attack_stays_in_its_ball_and_the_space(
     try:
         attack.check_applicable(policy)
     except AttackNotApplicable:
-        assert attack_id in ("timed-obs-v1", "critic-obs-v1") and continuous
+        assert attack_id in ("timed-obs-v1", "critic-obs-v1")
+        assert continuous
         return
     rng = np.random.default_rng(seed)
     scale = rng.uniform(0.1, 2.0, size=dim)
@@ -83,10 +97,12 @@ def test_every_attack_stays_in_its_ball_and_the_space(
     # observations near the bounds, so that clipping to the space matters too
     x0 = rng.uniform(-3.0, 3.0, size=(batch, dim)).astype(np.float32)
     x = attack.perturb(x0, np.arange(batch))
-    assert x.shape == x0.shape and x.dtype == np.float32
+    assert x.shape == x0.shape
+    assert x.dtype == np.float32
     size = _reference_size(x0, x, scale, norm)
     assert np.all(size <= eps * (1 + 1e-6) + 1e-12), (size, eps)
-    assert np.all(x >= -3.0) and np.all(x <= 3.0)
+    assert np.all(x >= -3.0)
+    assert np.all(x <= 3.0)
     if zero_feature:
         assert np.array_equal(x[:, 0], x0[:, 0])
 
@@ -101,7 +117,8 @@ def test_gradient_attack_flips_a_linear_policy_exactly_above_its_margin(
     rng = np.random.default_rng(0)
     x0 = np.abs(rng.normal(size=(16, len(w)))).astype(np.float32) * np.sign(w).astype(np.float32)
     margin = (x0 @ np.array(w)) / np.abs(w).sum()
-    assert np.all(margin > 0) and np.all(policy.act(x0) == 0)
+    assert np.all(margin > 0)
+    assert np.all(policy.act(x0) == 0)
     for factor, flips in ((1.02, True), (0.98, False)):
         eps_rows = margin * factor
         for row in range(len(x0)):
@@ -147,13 +164,15 @@ def test_pgd_keeps_the_best_iterate_so_more_steps_never_hurt() -> None:
     clean = torch.from_numpy(np.asarray(policy.act(x0)))
     losses = []
     for steps in (1, 5, 20):
-        a = PGDObservation(ThreatModel(Surface.OBSERVATION, 0.3), steps=steps, step_size=0.05,
-                           random_start=False)
+        a = PGDObservation(
+            ThreatModel(Surface.OBSERVATION, 0.3), steps=steps, step_size=0.05, random_start=False
+        )
         a.start(policy, num_envs=64, rng=np.random.default_rng(0))
         with torch.no_grad():
             logits = policy.torch_module()(torch.from_numpy(a.perturb(x0)))
         losses.append(torch.nn.functional.cross_entropy(logits, clean, reduction="none"))
-    assert torch.all(losses[0] <= losses[1] + 1e-5) and torch.all(losses[1] <= losses[2] + 1e-5)
+    assert torch.all(losses[0] <= losses[1] + 1e-5)
+    assert torch.all(losses[1] <= losses[2] + 1e-5)
     assert torch.any(losses[2] > losses[0] + 1e-3)
 
 

@@ -20,28 +20,75 @@ SHA = "3f2a9c0e1b7d4a6f8e5c2b1a0d9f8e7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f10"
 
 _OBS = {
     # attack: (norm, knowledge, atlas, reference, means per ε, action change rates)
-    "pgd-obs-v1": ("linf", "white-box", ["AML.T0043.000", "AML.T0015"], "Madry et al. 2018",
-                   [310.0, 140.5, 22.0], [0.12, 0.41, 0.77]),
-    "gaussian-obs-v1": ("l2", "black-box", ["AML.T0015"], "Gaussian sensor noise baseline",
-                        [495.0, 470.25, 380.0], [0.01, 0.04, 0.15]),
-    "mad-obs-v1": ("linf", "white-box", ["AML.T0043.000", "AML.T0015"], "Zhang et al. 2020",
-                   [280.0, 120.0, 35.5], [0.15, 0.45, 0.70]),
+    "pgd-obs-v1": (
+        "linf",
+        "white-box",
+        ["AML.T0043.000", "AML.T0015"],
+        "Madry et al. 2018",
+        [310.0, 140.5, 22.0],
+        [0.12, 0.41, 0.77],
+    ),
+    "gaussian-obs-v1": (
+        "l2",
+        "black-box",
+        ["AML.T0015"],
+        "Gaussian sensor noise baseline",
+        [495.0, 470.25, 380.0],
+        [0.01, 0.04, 0.15],
+    ),
+    "mad-obs-v1": (
+        "linf",
+        "white-box",
+        ["AML.T0043.000", "AML.T0015"],
+        "Zhang et al. 2020",
+        [280.0, 120.0, 35.5],
+        [0.15, 0.45, 0.70],
+    ),
 }
 _EPS = [0.05, 0.2, 1.0]
 _ALPHAS = [0.1, 0.3]
 
 
-def _row(attack: str, surface: str, budget: float, mean: float, rate: float, *, norm: str,
-         unit: str, knowledge: str, atlas: list[str], reference: str) -> dict[str, Any]:
+def _row(
+    attack: str,
+    surface: str,
+    budget: float,
+    mean: float,
+    rate: float,
+    *,
+    norm: str,
+    unit: str,
+    knowledge: str,
+    atlas: list[str],
+    reference: str,
+) -> dict[str, Any]:
     return {
-        "attack": attack, "surface": surface, "epsilon": budget, "norm": norm, "unit": unit,
-        "mean_return": mean, "ci95": [mean - 12.5, mean + 12.5], "episodes": 20,
-        "mean_length": max(mean, 8.0), "std_return": 27.0, "action_change_rate": rate,
+        "attack": attack,
+        "surface": surface,
+        "epsilon": budget,
+        "norm": norm,
+        "unit": unit,
+        "mean_return": mean,
+        "ci95": [mean - 12.5, mean + 12.5],
+        "episodes": 20,
+        "mean_length": max(mean, 8.0),
+        "std_return": 27.0,
+        "action_change_rate": rate,
         "per_seed": [{"seed": 0, "mean_return": mean}],
-        "threat_model": {"surface": surface, "epsilon": budget, "norm": norm, "unit": unit,
-                         "knowledge": knowledge, "frequency": "every-step",
-                         "step_budget": None, "phase": "deployment"},
-        "atlas": atlas, "reference": reference, "params": {"steps": 10}, "seconds": 1.25,
+        "threat_model": {
+            "surface": surface,
+            "epsilon": budget,
+            "norm": norm,
+            "unit": unit,
+            "knowledge": knowledge,
+            "frequency": "every-step",
+            "step_budget": None,
+            "phase": "deployment",
+        },
+        "atlas": atlas,
+        "reference": reference,
+        "params": {"steps": 10},
+        "seconds": 1.25,
     }
 
 
@@ -50,39 +97,99 @@ def make_results() -> dict[str, Any]:
     rows = []
     for attack, (norm, knowledge, atlas, ref, means, rates) in _OBS.items():
         for eps, mean, rate in zip(_EPS, means, rates, strict=True):
-            rows.append(_row(attack, "observation", eps, mean, rate, norm=norm, unit="std",
-                             knowledge=knowledge, atlas=atlas, reference=ref))
+            rows.append(
+                _row(
+                    attack,
+                    "observation",
+                    eps,
+                    mean,
+                    rate,
+                    norm=norm,
+                    unit="std",
+                    knowledge=knowledge,
+                    atlas=atlas,
+                    reference=ref,
+                )
+            )
     for alpha, mean, rate in zip(_ALPHAS, [430.0, 210.0], [0.05, 0.16], strict=True):
-        rows.append(_row("pr-adv-act-v1", "action", alpha, mean, rate, norm="prob",
-                         unit="probability", knowledge="white-box", atlas=["AML.T0031"],
-                         reference="Tessler et al. 2019"))
+        rows.append(
+            _row(
+                "pr-adv-act-v1",
+                "action",
+                alpha,
+                mean,
+                rate,
+                norm="prob",
+                unit="probability",
+                knowledge="white-box",
+                atlas=["AML.T0031"],
+                reference="Tessler et al. 2019",
+            )
+        )
     worst = []
     for surface, budgets in (("observation", _EPS), ("action", _ALPHAS)):
         for b in budgets:
-            best = min((r for r in rows if r["surface"] == surface and r["epsilon"] == b),
-                       key=lambda r: r["mean_return"])
-            worst.append({"surface": surface, "epsilon": b, "attack": best["attack"],
-                          "mean_return": best["mean_return"], "ci95": best["ci95"]})
+            best = min(
+                (r for r in rows if r["surface"] == surface and r["epsilon"] == b),
+                key=lambda r: r["mean_return"],
+            )
+            worst.append(
+                {
+                    "surface": surface,
+                    "epsilon": b,
+                    "attack": best["attack"],
+                    "mean_return": best["mean_return"],
+                    "ci95": best["ci95"],
+                }
+            )
     return {
         "rlsec_version": "0.1.0",
         "kind": "redteam",
-        "policy": {"source": "zoo:cartpole-dqn", "sha256": SHA, "format": "native",
-                   "algo": "dqn", "env_id": "CartPole-v1"},
+        "policy": {
+            "source": "zoo:cartpole-dqn",
+            "sha256": SHA,
+            "format": "native",
+            "algo": "dqn",
+            "env_id": "CartPole-v1",
+        },
         "env": "CartPole-v1",
         "seed": 0,
         "eps_unit": "std",
-        "clean": {"mean_return": 500.0, "ci95": [500.0, 500.0], "episodes": 20,
-                  "mean_length": 500.0, "std_return": 0.0},
-        "random_policy": {"mean_return": 22.4, "ci95": [18.1, 26.7], "episodes": 20,
-                          "mean_length": 22.4, "std_return": 9.2},
+        "clean": {
+            "mean_return": 500.0,
+            "ci95": [500.0, 500.0],
+            "episodes": 20,
+            "mean_length": 500.0,
+            "std_return": 0.0,
+        },
+        "random_policy": {
+            "mean_return": 22.4,
+            "ci95": [18.1, 26.7],
+            "episodes": 20,
+            "mean_length": 22.4,
+            "std_return": 9.2,
+        },
         "results": rows,
         "worst_case": worst,
-        "eps50": {"pgd-obs-v1": 0.2, "gaussian-obs-v1": None, "mad-obs-v1": 0.2,
-                  "pr-adv-act-v1": 0.3, "worst_case": 0.2, "worst_case:action": 0.3},
+        "eps50": {
+            "pgd-obs-v1": 0.2,
+            "gaussian-obs-v1": None,
+            "mad-obs-v1": 0.2,
+            "pr-adv-act-v1": 0.3,
+            "worst_case": 0.2,
+            "worst_case:action": 0.3,
+        },
         "eps50_threshold": 250.0,
         "skipped": [{"attack": "critic-obs-v1", "reason": "the policy has no critic"}],
-        "config": {"attacks": None, "epsilons": _EPS, "alphas": _ALPHAS, "episodes": 20,
-                   "seeds": [0], "eps_unit": "std", "env_id": "CartPole-v1"},
+        "config": {
+            "attacks": None,
+            "epsilons": _EPS,
+            "alphas": _ALPHAS,
+            "episodes": 20,
+            "seeds": [0],
+            "eps_unit": "std",
+            "env_id": "CartPole-v1",
+        },
         "started_at": "2025-01-02T03:04:05+00:00",
         "seconds": 42.5,
     }
@@ -92,8 +199,9 @@ def observation_only(results: dict[str, Any]) -> dict[str, Any]:
     r = copy.deepcopy(results)
     r["results"] = [x for x in r["results"] if x["surface"] == "observation"]
     r["worst_case"] = [w for w in r["worst_case"] if w["surface"] == "observation"]
-    r["eps50"] = {k: v for k, v in r["eps50"].items() if k not in ("pr-adv-act-v1",
-                                                                   "worst_case:action")}
+    r["eps50"] = {
+        k: v for k, v in r["eps50"].items() if k not in ("pr-adv-act-v1", "worst_case:action")
+    }
     return r
 
 
@@ -115,8 +223,12 @@ def results() -> dict[str, Any]:
 def test_plots_are_png_and_deterministic(results: dict[str, Any]) -> None:
     first = render_plots(results)
     second = render_plots(copy.deepcopy(results))
-    assert set(first) == {"observation_return", "observation_changes", "action_return",
-                          "action_changes"}
+    assert set(first) == {
+        "observation_return",
+        "observation_changes",
+        "action_return",
+        "action_changes",
+    }
     for name, png in first.items():
         assert png.startswith(PNG_MAGIC), name
         assert len(png) > 5000, name  # a real picture, not an empty canvas
@@ -218,9 +330,20 @@ def test_html_contents(results: dict[str, Any]) -> None:
     assert "250.00" in eps50_section
     # threat models: norm, unit, knowledge, frequency, ATLAS, reference
     tm = html.split('id="threat-models"')[1].split("</section>")[0]
-    for needle in ("linf", "l2", "prob", "std", "probability", "white-box", "black-box",
-                   "every-step", "AML.T0043.000", "AML.T0031", "Madry et al. 2018",
-                   "Tessler et al. 2019"):
+    for needle in (
+        "linf",
+        "l2",
+        "prob",
+        "std",
+        "probability",
+        "white-box",
+        "black-box",
+        "every-step",
+        "AML.T0043.000",
+        "AML.T0031",
+        "Madry et al. 2018",
+        "Tessler et al. 2019",
+    ):
         assert needle in tm, needle
     # clean and random-policy baselines
     assert "500.00 ± 0.00" in html
@@ -286,7 +409,7 @@ def test_write_report(results: dict[str, Any], tmp_path: Path) -> None:
     with paths["json"].open(encoding="utf-8") as f:
         assert json.load(f) == results
     text = paths["json"].read_text(encoding="utf-8")
-    assert text.startswith("{\n  \"rlsec_version\"")  # pretty, keys in original order
+    assert text.startswith('{\n  "rlsec_version"')  # pretty, keys in original order
     assert paths["html"].read_text(encoding="utf-8") == render_html(results)
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
 

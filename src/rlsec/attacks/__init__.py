@@ -120,7 +120,10 @@ def make_attack(
         unit = "probability"
     budgeted = step_budget is not None
     tm = ThreatModel(
-        cls.surface, epsilon, chosen, unit,  # type: ignore[arg-type]
+        cls.surface,
+        epsilon,
+        chosen,  # type: ignore[arg-type]  # ThreatModel validates it
+        unit,  # type: ignore[arg-type]
         knowledge=cls.knowledge,
         frequency="budgeted-steps" if budgeted else "every-step",
         step_budget=step_budget,

@@ -43,7 +43,8 @@ class Ball:
         if self.norm == "linf":
             return u.clamp(-self.epsilon, self.epsilon)
         n = u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return u * (self.epsilon / n).clamp(max=1.0)
+        out: torch.Tensor = u * (self.epsilon / n).clamp(max=1.0)
+        return out
 
     def to_obs(self, x0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Observation ``x0 + u·scale`` (differentiable; no clipping to the space)."""

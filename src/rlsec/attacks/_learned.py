@@ -12,6 +12,7 @@ ship with rlsec (``rlsec/attacks/pretrained``), trained by ``scripts/train_zoo.p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -65,7 +66,8 @@ class AdversaryEnv(gym.Env[np.ndarray, np.ndarray]):
         space = victim.observation_space
         assert isinstance(space, gym.spaces.Box)
         self.observation_space = gym.spaces.Box(
-            low=space.low.astype(np.float32), high=space.high.astype(np.float32),
+            low=space.low.astype(np.float32),
+            high=space.high.astype(np.float32),
             dtype=np.float32,
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
@@ -93,7 +95,11 @@ class AdversaryEnv(gym.Env[np.ndarray, np.ndarray]):
 
 
 def adversary_key(
-    victim_sha256: str, env_id: str, epsilon: float, norm: str, scale: np.ndarray,
+    victim_sha256: str,
+    env_id: str,
+    epsilon: float,
+    norm: str,
+    scale: np.ndarray,
     config: SARLConfig,
 ) -> str:
     """SHA-256 of everything that determines the trained adversary."""
@@ -144,15 +150,23 @@ def load_or_train_adversary(
             pass  # a damaged cache entry is retrained and replaced below
     adversary = train_adversary(victim, env_id, ball, config, progress=progress)
     if cache:
-        try:
+        # an unwritable cache costs time on the next run, not correctness
+        with contextlib.suppress(OSError):
             save_policy(
-                adversary, target, env_id=env_id, algo="ppo", overwrite=True,
-                provenance={"kind": "sa-rl adversary", "key": key, "victim": victim_sha256,
-                            "epsilon": ball.epsilon, "norm": ball.norm,
-                            "config": asdict(config)},
+                adversary,
+                target,
+                env_id=env_id,
+                algo="ppo",
+                overwrite=True,
+                provenance={
+                    "kind": "sa-rl adversary",
+                    "key": key,
+                    "victim": victim_sha256,
+                    "epsilon": ball.epsilon,
+                    "norm": ball.norm,
+                    "config": asdict(config),
+                },
             )
-        except OSError:
-            pass  # an unwritable cache costs time on the next run, not correctness
     return adversary, "trained"
 
 
@@ -181,10 +195,17 @@ def train_adversary(
     try:
         torch.set_num_threads(1)  # tiny MLPs: one thread is fastest and reproducible
         model = PPO(
-            "MlpPolicy", venv, n_steps=config.n_steps, batch_size=config.batch_size,
-            n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
-            policy_kwargs={"net_arch": list(config.net_arch)}, seed=config.train_seed,
-            device="cpu", verbose=0,
+            "MlpPolicy",
+            venv,
+            n_steps=config.n_steps,
+            batch_size=config.batch_size,
+            n_epochs=config.n_epochs,
+            learning_rate=config.learning_rate,
+            gamma=config.gamma,
+            policy_kwargs={"net_arch": list(config.net_arch)},
+            seed=config.train_seed,
+            device="cpu",
+            verbose=0,
         )
         model.learn(total_timesteps=config.timesteps, callback=_Progress())
         buf = io.BytesIO()

@@ -54,7 +54,7 @@ def action_divergence(
         span = _action_range(space)
 
         def cont(x: torch.Tensor) -> torch.Tensor:
-            diff = (module(x) - clean).flatten(1) / span
+            diff: torch.Tensor = (module(x) - clean).flatten(1) / span
             return (diff * diff).sum(dim=1)
 
         return cont
@@ -74,6 +74,9 @@ def action_divergence(
 
         return binary
     sizes = segments(policy)
+    if len(sizes) == 1 and kind == "ce":  # the common case, kept lean: it runs every PGD step
+        label = clean.argmax(dim=-1)
+        return lambda x: F.cross_entropy(module(x), label, reduction="none")
     clean_parts = torch.split(clean, sizes, dim=-1)
     labels = [c.argmax(dim=-1) for c in clean_parts]
     logp_clean = [F.log_softmax(c, dim=-1) for c in clean_parts]
@@ -118,8 +121,16 @@ def optimise(
         The perturbation in scaled units (``x = x0 + u·scale``), shape of ``x0``.
     """
     with torch.enable_grad():  # callers may be inside torch.no_grad()
-        return _optimise(objective, x0, ball, steps=steps, step_size=step_size, rng=rng,
-                         random_start=random_start, sgld_noise=sgld_noise)
+        return _optimise(
+            objective,
+            x0,
+            ball,
+            steps=steps,
+            step_size=step_size,
+            rng=rng,
+            random_start=random_start,
+            sgld_noise=sgld_noise,
+        )
 
 
 def _optimise(
@@ -135,24 +146,29 @@ def _optimise(
 ) -> torch.Tensor:
     b = x0.shape[0]
     flat = x0.reshape(b, -1)
+    shape = x0.shape
+
+    def run(u: torch.Tensor) -> torch.Tensor:
+        x = ball.to_obs(flat, u)
+        return objective(x if x.shape == shape else x.reshape(shape))
+
     u = ball.random_start(tuple(flat.shape), rng) if random_start else torch.zeros_like(flat)
-    best_u = u.clone()
+    best_u = u
     best = torch.full((b,), -float("inf"))
     for i in range(steps):
         u.requires_grad_(True)
-        value = objective(ball.to_obs(flat, u).reshape(x0.shape))
+        value = run(u)
         (grad,) = torch.autograd.grad(value.sum(), u)
         with torch.no_grad():
             better = value > best
             best = torch.where(better, value, best)
-            best_u[better] = u[better]
+            best_u = torch.where(better[:, None], u, best_u)
             if sgld_noise > 0:
                 grad = grad / grad.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
                 noise = rng.standard_normal(size=tuple(grad.shape))
                 grad = grad + (sgld_noise / (i + 2)) * torch.as_tensor(noise, dtype=grad.dtype)
             u = ball.step(u.detach(), grad, step_size)
     with torch.no_grad():
-        value = objective(ball.to_obs(flat, u).reshape(x0.shape))
-        better = value > best
-        best_u[better] = u[better]
-    return best_u.reshape(x0.shape)
+        better = run(u) > best
+        best_u = torch.where(better[:, None], u, best_u)
+    return best_u.detach().reshape(shape)

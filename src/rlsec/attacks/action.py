@@ -37,11 +37,11 @@ from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError
 
 __all__ = [
     "ActionAttack",
-    "sample_actions",
     "NRAdversarialAction",
     "NRRandomAction",
     "PRAdversarialAction",
     "PRRandomAction",
+    "sample_actions",
 ]
 
 _ERODE = "AML.T0031"
@@ -67,13 +67,15 @@ class ActionAttack(Attack):
     surface: ClassVar[Surface] = Surface.ACTION
     mode: ClassVar[Literal["pr", "nr"]]
     variant: ClassVar[Literal["random", "adversarial"]]
-    atlas = (_ERODE,)
+    atlas: ClassVar[tuple[str, ...]] = (_ERODE,)
     reference = "Tessler et al. 2019, Action Robust Reinforcement Learning"
 
     def __init__(self, threat_model: ThreatModel, *, q_steps: int = 10) -> None:
         super().__init__(threat_model)
         if threat_model.unit != "probability":
-            raise ConfigError(f"{self.id} budgets are probabilities; got unit {threat_model.unit!r}")
+            raise ConfigError(
+                f"{self.id} budgets are probabilities; got unit {threat_model.unit!r}"
+            )
         self.q_steps = int(q_steps)
         self._policy: Policy | None = None
         self._rng = np.random.default_rng(0)
@@ -82,9 +84,13 @@ class ActionAttack(Attack):
     def check_applicable(self, policy: Policy) -> None:
         space = policy.action_space
         if self.mode == "nr" and not isinstance(space, gym.spaces.Box):
-            raise AttackNotApplicable(f"{self.id} blends continuous actions; the policy has {space}")
-        if isinstance(space, gym.spaces.Box) and self.variant == "random" and not (
-            np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+            raise AttackNotApplicable(
+                f"{self.id} blends continuous actions; the policy has {space}"
+            )
+        if (
+            isinstance(space, gym.spaces.Box)
+            and self.variant == "random"
+            and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)))
         ):
             raise AttackNotApplicable(f"{self.id} samples actions and needs a bounded Box")
         if self.variant == "adversarial" and not isinstance(policy, DifferentiablePolicy):
@@ -135,7 +141,7 @@ class ActionAttack(Attack):
             return a.copy()
         adv = self._adversary(np.asarray(observations), a)
         if self.mode == "pr":
-            mask = self._rng.random(b) < alpha
+            mask: np.ndarray = np.asarray(self._rng.random(b) < alpha)
             self.last_mask = mask
             shape = (b,) + (1,) * (a.ndim - 1)
             out = np.where(mask.reshape(shape), adv, a).astype(a.dtype)
@@ -165,8 +171,9 @@ class ActionAttack(Attack):
         q = pol.q_module()
         with torch.no_grad():
             if isinstance(space, gym.spaces.Discrete):
-                scores = q(x) if q is not None else pol.torch_module()(x)
-                return (scores.argmin(dim=-1) + int(space.start)).numpy().astype(np.int64)
+                scores: torch.Tensor = q(x) if q is not None else pol.torch_module()(x)
+                worst: np.ndarray = (scores.argmin(dim=-1) + int(space.start)).numpy()
+                return worst.astype(np.int64)
             if isinstance(space, gym.spaces.MultiDiscrete):
                 parts = torch.split(pol.torch_module()(x), space.nvec.tolist(), dim=-1)
                 return torch.stack([p.argmin(-1) for p in parts], -1).numpy().astype(np.int64)
@@ -184,26 +191,49 @@ class ActionAttack(Attack):
         return self._minimise_q(q, x, corner, low, high).astype(space.dtype)
 
     def _minimise_q(
-        self, q: torch.nn.Module, x: torch.Tensor, start: np.ndarray,
-        low: np.ndarray, high: np.ndarray,
+        self,
+        q: torch.nn.Module,
+        x: torch.Tensor,
+        start: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
     ) -> np.ndarray:
+        """Sign-gradient descent on Q(s, ·) over the action box from several starts.
+
+        Q need not be convex in the action, so one start can stop in a poor local minimum:
+        the farthest corner, the opposite corner and two random points are tried, and each
+        row keeps the lowest Q found.
+        """
         lo = torch.as_tensor(np.where(np.isfinite(low), low, -1e6), dtype=torch.float32)
         hi = torch.as_tensor(np.where(np.isfinite(high), high, 1e6), dtype=torch.float32)
         span = (hi - lo).clamp_min(1e-6)
-        a = torch.as_tensor(start, dtype=torch.float32).clone()
-        best = a.clone()
-        best_q = torch.full((a.shape[0],), float("inf"))
-        with torch.enable_grad():
-            a, best, best_q = self._descend(q, x, a, best, best_q, lo, hi, span)
-        with torch.no_grad():
-            value = q(x, a)
-            better = value < best_q
-            best[better] = a[better]
+        corner = torch.as_tensor(start, dtype=torch.float32)
+        starts = [corner, lo + hi - corner]
+        for _ in range(2):
+            u = torch.as_tensor(self._rng.uniform(size=start.shape), dtype=torch.float32)
+            starts.append(lo + u * span)
+        best = corner.clone()
+        best_q = torch.full((corner.shape[0],), float("inf"))
+        for a in starts:
+            with torch.enable_grad():
+                a, best, best_q = self._descend(q, x, a.clone(), best, best_q, lo, hi, span)
+            with torch.no_grad():
+                value = q(x, a)
+                better = value < best_q
+                best_q = torch.where(better, value, best_q)
+                best[better] = a[better]
         return best.numpy().astype(np.float64)
 
     def _descend(
-        self, q: torch.nn.Module, x: torch.Tensor, a: torch.Tensor, best: torch.Tensor,
-        best_q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, span: torch.Tensor,
+        self,
+        q: torch.nn.Module,
+        x: torch.Tensor,
+        a: torch.Tensor,
+        best: torch.Tensor,
+        best_q: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        span: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         for _ in range(self.q_steps):
             a.requires_grad_(True)

@@ -105,8 +105,9 @@ class ObservationAttack(Attack):
                 f"scale must be {dim} finite non-negative numbers, got shape {sc.shape}"
             )
         self._policy = policy
-        self._ball = Ball(self.threat_model.epsilon, self.threat_model.norm, sc,
-                          space.low, space.high)
+        self._ball = Ball(
+            self.threat_model.epsilon, self.threat_model.norm, sc, space.low, space.high
+        )
         self._rng = rng
         self.num_envs = num_envs
         self.horizon = horizon
@@ -243,8 +244,10 @@ class _GradientAttack(ObservationAttack):
 
     def _step_size(self) -> float:
         # Madry et al. 2018: 2.5·ε/steps lets PGD reach any point of the ball and move along it.
-        return self.step_size if self.step_size is not None else (
-            2.5 * self.threat_model.epsilon / self.steps
+        return (
+            self.step_size
+            if self.step_size is not None
+            else (2.5 * self.threat_model.epsilon / self.steps)
         )
 
     def _objective(self, x0t: torch.Tensor) -> Any:
@@ -259,12 +262,20 @@ class _GradientAttack(ObservationAttack):
     def _perturb(self, x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
         x0t = torch.from_numpy(x0)
         u = optimise(
-            self._objective(x0t), x0t, self.ball,
-            steps=self.steps, step_size=self._step_size(), rng=self._rng,
-            random_start=self.random_start, sgld_noise=self._sgld(),
+            self._objective(x0t),
+            x0t,
+            self.ball,
+            steps=self.steps,
+            step_size=self._step_size(),
+            rng=self._rng,
+            random_start=self.random_start,
+            sgld_noise=self._sgld(),
         )
-        return (x0t.reshape(x0.shape[0], -1) + u.reshape(x0.shape[0], -1) * self.ball._scale_t
-                ).reshape(x0.shape).numpy()
+        return (
+            (x0t.reshape(x0.shape[0], -1) + u.reshape(x0.shape[0], -1) * self.ball._scale_t)
+            .reshape(x0.shape)
+            .numpy()
+        )
 
 
 class PGDObservation(_GradientAttack):
@@ -378,8 +389,14 @@ class TimedObservation(_GradientAttack):
     ) -> None:
         if threat_model.frequency != "budgeted-steps":
             threat_model = ThreatModel(
-                threat_model.surface, threat_model.epsilon, threat_model.norm, threat_model.unit,
-                threat_model.knowledge, "budgeted-steps", 0.25, threat_model.phase,
+                threat_model.surface,
+                threat_model.epsilon,
+                threat_model.norm,
+                threat_model.unit,
+                threat_model.knowledge,
+                "budgeted-steps",
+                0.25,
+                threat_model.phase,
             )
         super().__init__(threat_model, steps=steps)
         self.beta = beta
@@ -417,7 +434,7 @@ class TimedObservation(_GradientAttack):
         if self.beta is not None:
             return float(self.beta)
         self._gaps.append(gaps)
-        pool = np.concatenate(self._gaps)[-self.window:]
+        pool = np.concatenate(self._gaps)[-self.window :]
         self._gaps = [pool]
         return float(np.quantile(pool, 1.0 - float(self.threat_model.step_budget or 0.0)))
 
@@ -434,7 +451,6 @@ class TimedObservation(_GradientAttack):
             out[rows] = super()._perturb(x0[rows], env_ids[rows])
             np.add.at(self.attacked, env_ids[rows], 1)
         return out
-
 
 
 class LearnedObservation(ObservationAttack):
@@ -484,8 +500,13 @@ class LearnedObservation(ObservationAttack):
         info = getattr(policy, "info", None)
         sha = getattr(info, "sha256", None) or repr(policy)
         self.adversary, self.origin = load_or_train_adversary(
-            policy, sha, self.env_id, self.ball, self.config,
-            progress=self.progress, cache=self.cache,
+            policy,
+            sha,
+            self.env_id,
+            self.ball,
+            self.config,
+            progress=self.progress,
+            cache=self.cache,
         )
 
     def _perturb(self, x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:

@@ -87,6 +87,9 @@ class ActionAttackWrapper(gym.Wrapper[Any, Any, Any, Any]):
         )[0]
         obs, reward, term, trunc, info = self.env.step(executed)
         self._obs = obs
-        info = {**info, "rlsec_executed_action": executed,
-                "rlsec_action_replaced": bool(self.attack.last_mask[0])}
+        info = {
+            **info,
+            "rlsec_executed_action": executed,
+            "rlsec_action_replaced": bool(self.attack.last_mask[0]),
+        }
         return obs, reward, term, trunc, info

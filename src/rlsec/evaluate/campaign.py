@@ -36,8 +36,8 @@ __all__ = [
     "run_campaign",
 ]
 
-DEFAULT_EPSILONS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
-DEFAULT_ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.5)
+DEFAULT_EPSILONS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+DEFAULT_ALPHAS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 #: ``progress(label, run_index, total_runs, fraction_of_this_run)``
 ProgressFn = Callable[[str, int, int, float], None]
@@ -85,16 +85,19 @@ class CampaignConfig:
         d = asdict(self)
         d["attacks"] = list(self.attacks) if self.attacks is not None else None
         d["epsilons"], d["alphas"], d["seeds"] = (
-            [float(e) for e in self.epsilons], [float(a) for a in self.alphas],
+            [float(e) for e in self.epsilons],
+            [float(a) for a in self.alphas],
             [int(s) for s in self.seeds],
         )
         return d
 
 
 def _budgets(cls: type[Attack], config: CampaignConfig) -> list[float]:
-    return [float(a) for a in config.alphas] if cls.surface is Surface.ACTION else [
-        float(e) for e in config.epsilons
-    ]
+    return (
+        [float(a) for a in config.alphas]
+        if cls.surface is Surface.ACTION
+        else [float(e) for e in config.epsilons]
+    )
 
 
 def _build(attack_id: str, budget: float, config: CampaignConfig) -> Attack:
@@ -143,7 +146,9 @@ def applicable_attacks(
 
 
 def _rng(seed: int, attack_id: str, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(attack_id.encode()), index]))
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, zlib.crc32(attack_id.encode()), index])
+    )
 
 
 def _env_seed(seed: int) -> int:
@@ -224,13 +229,27 @@ def run_campaign(
     try:
         clean_stats, random_stats = [], []
         for s in seeds:
-            clean_stats.append(rollout(policy, venv, config.episodes, seed=_env_seed(s),
-                                       track_observations=True,
-                                       on_step=episodes_cb(f"clean (seed {s})")))
+            clean_stats.append(
+                rollout(
+                    policy,
+                    venv,
+                    config.episodes,
+                    seed=_env_seed(s),
+                    track_observations=True,
+                    on_step=episodes_cb(f"clean (seed {s})"),
+                )
+            )
             done_runs += 1
-            random_stats.append(rollout(None, venv, config.episodes, seed=_env_seed(s),
-                                        rng=_rng(s, "random-policy", 0),
-                                        on_step=episodes_cb(f"random policy (seed {s})")))
+            random_stats.append(
+                rollout(
+                    None,
+                    venv,
+                    config.episodes,
+                    seed=_env_seed(s),
+                    rng=_rng(s, "random-policy", 0),
+                    on_step=episodes_cb(f"random policy (seed {s})"),
+                )
+            )
             done_runs += 1
         scale, scale_source = _scale(policy, config, clean_stats)
         clean = _summary(clean_stats)
@@ -243,35 +262,51 @@ def run_campaign(
             for s in seeds:
                 label = f"{attack_id} ε={budget:g} (seed {s})"
                 attack = _build(attack_id, budget, config)
-                attack.start(  # type: ignore[attr-defined]
-                    policy, num_envs=num_envs, rng=_rng(s, attack_id, budget_index),
-                    scale=scale, horizon=horizon, env_id=env_id,
-                    progress=lambda f, label=label: report(f"{label}: training adversary", f),
+                attack.start(
+                    policy,
+                    num_envs=num_envs,
+                    rng=_rng(s, attack_id, budget_index),
+                    scale=scale,
+                    horizon=horizon,
+                    env_id=env_id,
+                    progress=_training_progress(report, label),
                 )
-                per_seed.append(rollout(policy, venv, config.episodes, seed=_env_seed(s),
-                                        attack=attack, on_step=episodes_cb(label)))
+                per_seed.append(
+                    rollout(
+                        policy,
+                        venv,
+                        config.episodes,
+                        seed=_env_seed(s),
+                        attack=attack,
+                        on_step=episodes_cb(label),
+                    )
+                )
                 done_runs += 1
             assert attack is not None
             summary = _summary(per_seed)
             tm = attack.threat_model
             changed = sum(int(p.changed_steps.sum()) for p in per_seed)
             steps = sum(int(p.lengths.sum()) for p in per_seed)
-            results.append({
-                "attack": attack_id,
-                "surface": attack.surface.value,
-                "epsilon": budget,
-                "norm": tm.norm,
-                "unit": tm.unit,
-                **summary,
-                "action_change_rate": changed / steps if steps else 0.0,
-                "per_seed": [{"seed": s, "mean_return": float(p.returns.mean())}
-                             for s, p in zip(seeds, per_seed, strict=True)],
-                "threat_model": tm.to_dict(),
-                "atlas": list(attack.atlas),
-                "reference": attack.reference,
-                "params": attack.params(),
-                "seconds": time.perf_counter() - t0,
-            })
+            results.append(
+                {
+                    "attack": attack_id,
+                    "surface": attack.surface.value,
+                    "epsilon": budget,
+                    "norm": tm.norm,
+                    "unit": tm.unit,
+                    **summary,
+                    "action_change_rate": changed / steps if steps else 0.0,
+                    "per_seed": [
+                        {"seed": s, "mean_return": float(p.returns.mean())}
+                        for s, p in zip(seeds, per_seed, strict=True)
+                    ],
+                    "threat_model": tm.to_dict(),
+                    "atlas": list(attack.atlas),
+                    "reference": attack.reference,
+                    "params": attack.params(),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
     finally:
         venv.close()
     floor = min(0.0, random["mean_return"])
@@ -280,17 +315,24 @@ def run_campaign(
     strength: dict[str, float | None] = {}
     for attack_id in attack_ids:
         rows = [r for r in results if r["attack"] == attack_id]
-        strength[attack_id] = eps50([r["epsilon"] for r in rows],
-                                    [r["mean_return"] for r in rows], threshold)
+        strength[attack_id] = eps50(
+            [r["epsilon"] for r in rows], [r["mean_return"] for r in rows], threshold
+        )
     for surface in ("observation", "action"):
         rows = [w for w in worst if w["surface"] == surface]
         if rows:
-            key = "worst_case" if surface == "observation" or not any(
-                w["surface"] == "observation" for w in worst) else "worst_case:action"
-            strength[key] = eps50([w["epsilon"] for w in rows],
-                                  [w["mean_return"] for w in rows], threshold)
-    policy_block = {"source": getattr(info, "source", repr(policy)),
-                    "sha256": getattr(info, "sha256", None)}
+            key = (
+                "worst_case"
+                if surface == "observation" or not any(w["surface"] == "observation" for w in worst)
+                else "worst_case:action"
+            )
+            strength[key] = eps50(
+                [w["epsilon"] for w in rows], [w["mean_return"] for w in rows], threshold
+            )
+    policy_block = {
+        "source": getattr(info, "source", repr(policy)),
+        "sha256": getattr(info, "sha256", None),
+    }
     if info is not None:
         policy_block.update(format=info.format, algo=info.algo, env_id=info.env_id)
     return {
@@ -323,6 +365,10 @@ def run_campaign(
     }
 
 
+def _training_progress(report: Callable[[str, float], None], label: str) -> Callable[[float], None]:
+    return lambda fraction: report(f"{label}: training adversary", fraction)
+
+
 def _worst_case(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per surface and budget, the attack with the lowest mean return.
 
@@ -335,7 +381,12 @@ def _worst_case(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if k not in best or r["mean_return"] < best[k]["mean_return"]:
             best[k] = r
     return [
-        {"surface": s, "epsilon": e, "attack": r["attack"], "mean_return": r["mean_return"],
-         "ci95": r["ci95"]}
+        {
+            "surface": s,
+            "epsilon": e,
+            "attack": r["attack"],
+            "mean_return": r["mean_return"],
+            "ci95": r["ci95"],
+        }
         for (s, e), r in sorted(best.items())
     ]

@@ -59,8 +59,11 @@ def _differs(space: gym.Space[Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _filler(space: gym.Space[Any], n: int) -> np.ndarray:
     """A valid placeholder action batch for rows whose action the env ignores."""
-    one = np.asarray(space.sample() if not isinstance(space, gym.spaces.Box) else
-                     np.clip(np.zeros(space.shape), space.low, space.high).astype(space.dtype))
+    one = np.asarray(
+        space.sample()
+        if not isinstance(space, gym.spaces.Box)
+        else np.clip(np.zeros(space.shape), space.low, space.high).astype(space.dtype)
+    )
     if isinstance(space, gym.spaces.Discrete):
         one = np.asarray(space.start, dtype=np.int64)
     elif isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
@@ -131,7 +134,7 @@ def rollout(
             elif obs_attack is not None:
                 x_adv = obs_attack.perturb(x, rows)
                 both = policy.act(np.concatenate([x, x_adv]))
-                clean, a = both[: rows.size], both[rows.size:]
+                clean, a = both[: rows.size], both[rows.size :]
             else:
                 a = clean = policy.act(x)
                 if act_attack is not None:

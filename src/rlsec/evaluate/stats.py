@@ -11,7 +11,9 @@ from scipy import stats
 __all__ = ["RunningMoments", "eps50", "mean_ci"]
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, list[float] | None]:
+def mean_ci(
+    values: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, list[float] | None]:
     """Mean and Student-t confidence interval of the mean.
 
     Returns ``(mean, [lo, hi])``; the interval is ``None`` with fewer than two values, and

@@ -39,9 +39,7 @@ __all__ = [
 def zoo_names() -> list[str]:
     """Names of the reference policies shipped with rlsec."""
     root = resources.files("rlsec.policies") / "zoo"
-    return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and (p / "spec.json").is_file()
-    )
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "spec.json").is_file())
 
 
 def zoo_path(name: str) -> Path:
@@ -66,7 +64,7 @@ def load_policy(
 
     Example:
         >>> p = load_policy("zoo:cartpole-ppo")
-        >>> p.info.env_id, p.action_space.n
+        >>> p.info.env_id, int(p.action_space.n)
         ('CartPole-v1', 2)
     """
     s = os.fspath(source)

@@ -134,7 +134,9 @@ class TorchPolicy:
                 )
         for p in self._modules():
             p.requires_grad_(False)
-        self.info = info or PolicyInfo(source="<torch>", sha256=self._weights_digest(), format="torch")
+        self.info = info or PolicyInfo(
+            source="<torch>", sha256=self._weights_digest(), format="torch"
+        )
 
     # -- the Policy protocol ---------------------------------------------------------------
     @property
@@ -181,7 +183,7 @@ class TorchPolicy:
         elif isinstance(space, gym.spaces.MultiDiscrete):
             want = tuple(space.nvec.shape)
         else:
-            want = tuple(space.shape)
+            want = tuple(space.shape or ())
         if obs.ndim != len(want) + 1 or tuple(obs.shape[1:]) != want:
             raise SpaceMismatch(
                 f"expected a batch of observations of shape (B, {', '.join(map(str, want))}) "
@@ -203,7 +205,8 @@ class TorchPolicy:
             return (out > 0).numpy().astype(np.int8).reshape(out.shape[0], *space.shape)
         box = cast(gym.spaces.Box, space)
         a = out.numpy().reshape(out.shape[0], *box.shape)
-        return np.clip(a, box.low, box.high).astype(box.dtype)
+        clipped: np.ndarray = np.clip(a, box.low, box.high).astype(box.dtype)
+        return clipped
 
     def _modules(self) -> list[nn.Module]:
         mods: list[nn.Module] = []

@@ -94,13 +94,18 @@ def load_native(directory: str | os.PathLike[str], *, source: str | None = None)
     try:
         tensors = safetensors.torch.load(weights)
     except Exception as exc:  # safetensors raises its own error types for corrupt data
-        raise PolicyLoadError(f"{d / WEIGHTS_FILE} is not a valid safetensors file: {exc}") from None
+        raise PolicyLoadError(
+            f"{d / WEIGHTS_FILE} is not a valid safetensors file: {exc}"
+        ) from None
     # The spec may not ask for far more parameters than the weights hold, so a hostile spec
     # cannot make us allocate terabytes before the shapes are compared (with slack, so that a
     # merely missing tensor is reported by name below).
     held = sum(t.numel() for t in tensors.values())
-    net = PolicyNetwork(spec.get("network"), action_dim=_action_dim(act_space),
-                        max_params=4 * held + 2**20)
+    net = PolicyNetwork(
+        spec.get("network"),  # type: ignore[arg-type]  # PolicyNetwork checks it
+        action_dim=_action_dim(act_space),
+        max_params=4 * held + 2**20,
+    )
     _load_state(net, tensors, str(d / WEIGHTS_FILE))
     info = PolicyInfo(
         source=source or str(d),

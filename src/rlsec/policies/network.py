@@ -4,9 +4,9 @@ A network spec says how observations enter (``input``), the layers of the actor 
 and what it outputs (``output``), and optionally a state-value head (``value``) and an
 action-value head (``q``): Q(s, ·) for discrete actions, or, with ``q_takes_action``, Q(s, a)
 on the features concatenated with the action (first mapped by ``q_action_affine`` when the
-critic was trained on rescaled actions). Only the layer types in ``LAYERS`` exist; nothing in a spec is ever
-evaluated as code. Weights live in safetensors under the keys of :class:`PolicyNetwork`'s
-``state_dict`` (``policy.0.weight``, ``value.2.bias``, ...).
+critic was trained on rescaled actions). Only the layer types in ``LAYERS`` exist; nothing in
+a spec is ever evaluated as code. Weights live in safetensors under the keys of
+:class:`PolicyNetwork`'s ``state_dict`` (``policy.0.weight``, ``value.2.bias``, ...).
 
 Example:
     >>> spec = {"input": {"type": "float", "dim": 4},
@@ -28,7 +28,7 @@ from torch import nn
 
 from rlsec.errors import PolicyLoadError
 
-__all__ = ["LAYERS", "OUTPUTS", "PolicyNetwork", "input_dim", "sequential_to_layers"]
+__all__ = ["LAYERS", "OUTPUTS", "Affine", "PolicyNetwork", "input_dim", "sequential_to_layers"]
 
 OUTPUTS = ("logits", "q_values", "action")
 
@@ -46,6 +46,9 @@ LAYERS = ("linear", "affine", "hardtanh", "leaky_relu", *_ACTIVATIONS)
 
 class Affine(nn.Module):
     """``y = x * scale + shift`` with constants from the spec (e.g. [-1, 1] → action bounds)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, scale: list[float], shift: list[float]) -> None:
         super().__init__()
@@ -248,7 +251,10 @@ class PolicyNetwork(nn.Module):
         if self.q is None:
             return None
         head = _Head(
-            self._input, self.q, takes_action=self.q_takes_action, action_affine=self.q_action_affine
+            self._input,
+            self.q,
+            takes_action=self.q_takes_action,
+            action_affine=self.q_action_affine,
         )
         return _Squeeze(head) if self.q_takes_action else head
 
@@ -278,9 +284,7 @@ def sequential_to_layers(module: nn.Module) -> list[dict[str, Any]]:
                 raise PolicyLoadError(f"layer {i}: Linear without bias is not supported")
             out.append({"type": "linear", "in": m.in_features, "out": m.out_features})
         elif isinstance(m, Affine):
-            out.append(
-                {"type": "affine", "scale": m.scale.tolist(), "shift": m.shift.tolist()}
-            )
+            out.append({"type": "affine", "scale": m.scale.tolist(), "shift": m.shift.tolist()})
         elif isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6):
             out.append({"type": "hardtanh", "min": m.min_val, "max": m.max_val})
         elif isinstance(m, nn.LeakyReLU):

@@ -202,12 +202,17 @@ def _space(entry: Any, where: str, fallback: gym.Space[Any] | None) -> gym.Space
                 f"{where}: the archive's Box bounds are summarised and cannot be read; pass the "
                 "environment so its bounds can be used"
             )
-        check_same_space(f"{where} of the archive vs the environment", fallback,
-                         gym.spaces.Box(-np.inf, np.inf, shape, np.dtype(dtype)))
+        check_same_space(
+            f"{where} of the archive vs the environment",
+            fallback,
+            gym.spaces.Box(-np.inf, np.inf, shape, np.dtype(dtype)),
+        )
         return fallback
     return gym.spaces.Box(
-        low=low.reshape(shape).astype(dtype), high=high.reshape(shape).astype(dtype),
-        shape=shape, dtype=np.dtype(dtype),
+        low=low.reshape(shape).astype(dtype),
+        high=high.reshape(shape).astype(dtype),
+        shape=shape,
+        dtype=np.dtype(dtype),
     )
 
 
@@ -292,14 +297,20 @@ def _unscale(space: gym.spaces.Box) -> dict[str, Any]:
     high = space.high.astype(np.float64).reshape(-1)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise PolicyLoadError("a squashed (tanh) policy needs a bounded Box action space")
-    return {"type": "affine", "scale": (0.5 * (high - low)).tolist(),
-            "shift": (0.5 * (high + low)).tolist()}
+    return {
+        "type": "affine",
+        "scale": (0.5 * (high - low)).tolist(),
+        "shift": (0.5 * (high + low)).tolist(),
+    }
 
 
 def _scale_for_critic(space: gym.spaces.Box) -> dict[str, Any]:
     low = space.low.astype(np.float64).reshape(-1)
     high = space.high.astype(np.float64).reshape(-1)
-    return {"scale": (2.0 / (high - low)).tolist(), "shift": (-(high + low) / (high - low)).tolist()}
+    return {
+        "scale": (2.0 / (high - low)).tolist(),
+        "shift": (-(high + low) / (high - low)).tolist(),
+    }
 
 
 def _input_spec(space: gym.Space[Any], kw: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +318,7 @@ def _input_spec(space: gym.Space[Any], kw: dict[str, Any]) -> dict[str, Any]:
         return {"type": "one_hot", "n": int(space.n)}
     if isinstance(space, gym.spaces.MultiDiscrete):
         return {"type": "multi_one_hot", "nvec": space.nvec.reshape(-1).tolist()}
-    dim = int(np.prod(space.shape))
+    dim = int(np.prod(space.shape or ()))
     spec: dict[str, Any] = {"type": "float", "dim": dim}
     # SB3's preprocess_obs divides image observations by 255 when normalize_images is set.
     if (
@@ -359,8 +370,9 @@ def _rebuild(
         keys.ignore(r"^log_std$")
     elif keys.has("q_net.q_net.0.weight"):  # DQN
         algo = "dqn"
-        pol, params = _block(keys, keys.chain("q_net.q_net"), _activation(kw, "relu"),
-                             act_after_last=False)
+        pol, params = _block(
+            keys, keys.chain("q_net.q_net"), _activation(kw, "relu"), act_after_last=False
+        )
         net["policy"], net["output"] = pol, "q_values"
         keys.ignore(r"^q_net_target\.")
     elif keys.has("actor.latent_pi.0.weight") or keys.has("actor.mu.0.weight"):  # SAC, TD3
@@ -388,7 +400,10 @@ def _rebuild(
         pol.append(_unscale(act_space))
         q_layers, p2 = _block(keys, keys.chain("critic.qf0"), act, act_after_last=False)
         net.update(
-            policy=pol, output="action", q=q_layers, q_takes_action=True,
+            policy=pol,
+            output="action",
+            q=q_layers,
+            q_takes_action=True,
             q_action_affine=_scale_for_critic(act_space),
         )
         params = p1 + p2
@@ -414,7 +429,9 @@ def _load_weights(blob: bytes) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "global" not in text.lower():  # e.g. "Unsupported operand": corrupt, not hostile
-            raise PolicyLoadError(f"policy.pth is not a readable torch file: {text[:200]}") from None
+            raise PolicyLoadError(
+                f"policy.pth is not a readable torch file: {text[:200]}"
+            ) from None
         culprit = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), "")
         raise UnsafeArtifact(
             "policy.pth holds pickled objects other than tensors; refused without running "
@@ -481,8 +498,11 @@ def from_sb3(
     act_dim = int(np.prod(act_space.shape)) if isinstance(act_space, gym.spaces.Box) else 0
     net = PolicyNetwork(spec, action_dim=act_dim)
     linears = [
-        f"{name}.{i}" for name in ("policy", "value", "q") if getattr(net, name) is not None
-        for i, m in enumerate(getattr(net, name)) if isinstance(m, torch.nn.Linear)
+        f"{name}.{i}"
+        for name in ("policy", "value", "q")
+        if getattr(net, name) is not None
+        for i, m in enumerate(getattr(net, name))
+        if isinstance(m, torch.nn.Linear)
     ]
     ours: dict[str, torch.Tensor] = {}
     for key, t in zip(linears, params, strict=True):
@@ -495,10 +515,18 @@ def from_sb3(
         format="sb3",
         env_id=env_id,
         algo=algo,
-        provenance={"imported_from": "stable-baselines3",
-                    "sb3_version": version.decode(errors="replace") if version else None},
+        provenance={
+            "imported_from": "stable-baselines3",
+            "sb3_version": version.decode(errors="replace") if version else None,
+        },
     )
     return TorchPolicy(
-        obs_space, act_space, net.actor(), net.output,
-        value=net.value_head(), q=net.q_head(), info=info, network=net,
+        obs_space,
+        act_space,
+        net.actor(),
+        net.output,
+        value=net.value_head(),
+        q=net.q_head(),
+        info=info,
+        network=net,
     )

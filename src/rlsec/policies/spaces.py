@@ -138,19 +138,20 @@ def check_same_space(
     With ``bounds=True``, Box bounds must agree too (to float32 precision).
     """
     same = type(expected) is type(received)
+    other: Any = received  # same type as ``expected`` whenever it is read below
     if same and isinstance(expected, gym.spaces.Box):
-        same = expected.shape == received.shape
+        same = expected.shape == other.shape
         if same and bounds:
             same = bool(
-                np.allclose(expected.low, received.low, rtol=1e-6, equal_nan=True)
-                and np.allclose(expected.high, received.high, rtol=1e-6, equal_nan=True)
+                np.allclose(expected.low, other.low, rtol=1e-6, equal_nan=True)
+                and np.allclose(expected.high, other.high, rtol=1e-6, equal_nan=True)
             )
     elif same and isinstance(expected, gym.spaces.Discrete):
-        same = int(expected.n) == int(received.n)
+        same = int(expected.n) == int(other.n)
     elif same and isinstance(expected, gym.spaces.MultiDiscrete):
-        same = expected.nvec.tolist() == received.nvec.tolist()
+        same = expected.nvec.tolist() == other.nvec.tolist()
     elif same and isinstance(expected, gym.spaces.MultiBinary):
-        same = expected.shape == received.shape
+        same = expected.shape == other.shape
     if not same:
         raise SpaceMismatch(
             f"{what}: expected {describe_space(expected)}, got {describe_space(received)}"

@@ -77,8 +77,17 @@ def results_to_json(results: Mapping[str, Any]) -> str:
     found = _non_finite(results)
     if found:
         raise ValueError(f"results must be finite to be written as JSON: {found}")
-    return json.dumps(results, indent=2, allow_nan=False, sort_keys=False, ensure_ascii=False,
-                      default=_json_default) + "\n"
+    return (
+        json.dumps(
+            results,
+            indent=2,
+            allow_nan=False,
+            sort_keys=False,
+            ensure_ascii=False,
+            default=_json_default,
+        )
+        + "\n"
+    )
 
 
 def _write_temp(out_dir: Path, name: str, text: str) -> Path:

@@ -80,24 +80,27 @@ def _threat_models(results: Mapping[str, Any]) -> list[dict[str, str]]:
         frequency = _text(tm.get("frequency"))
         if tm.get("step_budget") is not None:
             frequency += f" (≤ {fmt_num(100.0 * float(tm['step_budget']), '.0f')}% of steps)"
-        out.append({
-            "attack": attack,
-            "surface": _text(r.get("surface")),
-            "budgets": ", ".join(fmt_budget(b) for b in sorted(budgets[attack])),
-            "norm": _text(r.get("norm", tm.get("norm"))),
-            "unit": _text(r.get("unit", tm.get("unit"))),
-            "knowledge": _text(tm.get("knowledge")),
-            "frequency": frequency,
-            "phase": _text(tm.get("phase")),
-            "atlas": ", ".join(str(a) for a in r.get("atlas", [])),
-            "reference": _text(r.get("reference")),
-            "params": json.dumps(r.get("params", {}), sort_keys=True, default=str),
-        })
+        out.append(
+            {
+                "attack": attack,
+                "surface": _text(r.get("surface")),
+                "budgets": ", ".join(fmt_budget(b) for b in sorted(budgets[attack])),
+                "norm": _text(r.get("norm", tm.get("norm"))),
+                "unit": _text(r.get("unit", tm.get("unit"))),
+                "knowledge": _text(tm.get("knowledge")),
+                "frequency": frequency,
+                "phase": _text(tm.get("phase")),
+                "atlas": ", ".join(str(a) for a in r.get("atlas", [])),
+                "reference": _text(r.get("reference")),
+                "params": json.dumps(r.get("params", {}), sort_keys=True, default=str),
+            }
+        )
     return out
 
 
-def build_context(results: Mapping[str, Any],
-                  plots: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+def build_context(
+    results: Mapping[str, Any], plots: Mapping[str, bytes] | None = None
+) -> dict[str, Any]:
     """The preformatted values the template shows (all plain strings, lists and dicts).
 
     Args:
@@ -111,39 +114,48 @@ def build_context(results: Mapping[str, Any],
     groups = []
     for surface, budget, rows, worst in budget_groups(results):
         unit = _text(rows[0].get("unit"))
-        groups.append({
-            "budget": _budget_text(surface, budget, unit),
-            "rows": [{
-                "attack": _text(r["attack"]),
-                "surface": surface,
-                "mean": fmt_return(r.get("mean_return"), r.get("ci95")),
-                "change": fmt_pct(pct_change(r.get("mean_return"), clean_mean)),
-                "changed": fmt_rate(r.get("action_change_rate")),
-                "episodes": _text(r.get("episodes", "")),
-                "mean_length": fmt_num(r.get("mean_length"), ".1f"),
-                "seeds": ", ".join(
-                    f"{s.get('seed')}: {fmt_num(s.get('mean_return'))}"
-                    for s in r.get("per_seed", [])
-                ),
-                "seconds": fmt_num(r.get("seconds"), ".1f"),
-            } for r in rows],
-            "worst": None if worst is None else {
-                "attack": _text(worst.get("attack")),
-                "mean": fmt_return(worst.get("mean_return"), worst.get("ci95")),
-                "change": fmt_pct(pct_change(worst.get("mean_return"), clean_mean)),
-            },
-        })
+        groups.append(
+            {
+                "budget": _budget_text(surface, budget, unit),
+                "rows": [
+                    {
+                        "attack": _text(r["attack"]),
+                        "surface": surface,
+                        "mean": fmt_return(r.get("mean_return"), r.get("ci95")),
+                        "change": fmt_pct(pct_change(r.get("mean_return"), clean_mean)),
+                        "changed": fmt_rate(r.get("action_change_rate")),
+                        "episodes": _text(r.get("episodes", "")),
+                        "mean_length": fmt_num(r.get("mean_length"), ".1f"),
+                        "seeds": ", ".join(
+                            f"{s.get('seed')}: {fmt_num(s.get('mean_return'))}"
+                            for s in r.get("per_seed", [])
+                        ),
+                        "seconds": fmt_num(r.get("seconds"), ".1f"),
+                    }
+                    for r in rows
+                ],
+                "worst": None
+                if worst is None
+                else {
+                    "attack": _text(worst.get("attack")),
+                    "mean": fmt_return(worst.get("mean_return"), worst.get("ci95")),
+                    "change": fmt_pct(pct_change(worst.get("mean_return"), clean_mean)),
+                },
+            }
+        )
     worst_rows = []
     for w in results.get("worst_case", []):
         surface = _text(w.get("surface"))
         unit = "probability" if surface == "action" else _text(results.get("eps_unit"))
-        worst_rows.append({
-            "surface": surface,
-            "budget": _budget_text(surface, float(w["epsilon"]), unit),
-            "attack": _text(w.get("attack")),
-            "mean": fmt_return(w.get("mean_return"), w.get("ci95")),
-            "change": fmt_pct(pct_change(w.get("mean_return"), clean_mean)),
-        })
+        worst_rows.append(
+            {
+                "surface": surface,
+                "budget": _budget_text(surface, float(w["epsilon"]), unit),
+                "attack": _text(w.get("attack")),
+                "mean": fmt_return(w.get("mean_return"), w.get("ci95")),
+                "change": fmt_pct(pct_change(w.get("mean_return"), clean_mean)),
+            }
+        )
     threshold = results.get("eps50_threshold")
     return {
         "title": f"rlsec red team: {_text(policy.get('source')) or 'policy'}",
@@ -189,8 +201,9 @@ def build_context(results: Mapping[str, Any],
             }
             for name, png in (plots or {}).items()
         ],
-        "config_json": json.dumps(results.get("config", {}), indent=2, ensure_ascii=False,
-                                  default=str),
+        "config_json": json.dumps(
+            results.get("config", {}), indent=2, ensure_ascii=False, default=str
+        ),
     }
 
 

@@ -22,8 +22,16 @@ __all__ = ["PlotSurface", "action_change_plot", "render_plots", "return_plot"]
 PlotSurface = Literal["observation", "action"]
 
 _COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b",
-    "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#d62728",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+    "#d62728",
 )
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
@@ -49,16 +57,18 @@ def _use_log_x(budgets: Sequence[float]) -> bool:
     return max(budgets) / min(budgets) > 10.0
 
 
-def _budget_label(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                  surface: PlotSurface) -> str:
+def _budget_label(
+    results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], surface: PlotSurface
+) -> str:
     if surface == "action":
         return "\N{GREEK SMALL LETTER ALPHA} (probability the adversary acts)"
     unit = rows[0].get("unit") or results.get("eps_unit") or "raw"
     return f"ε ({'clean-observation std' if unit == 'std' else 'raw observation units'})"
 
 
-def _new_axes(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-              surface: PlotSurface, title: str) -> tuple[Figure, Any]:
+def _new_axes(
+    results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], surface: PlotSurface, title: str
+) -> tuple[Figure, Any]:
     fig = Figure(figsize=(7.5, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -118,16 +128,29 @@ def return_plot(results: Mapping[str, Any], surface: PlotSurface = "observation"
             best[e] = min(best.get(e, math.inf), float(r["mean_return"]))
         worst = [{"epsilon": e, "mean_return": m} for e, m in best.items()]
     worst = sorted(worst, key=lambda w: float(w["epsilon"]))
-    ax.plot([float(w["epsilon"]) for w in worst], [float(w["mean_return"]) for w in worst],
-            color="black", linewidth=3.2, alpha=0.8, label="worst case", zorder=3)
+    ax.plot(
+        [float(w["epsilon"]) for w in worst],
+        [float(w["mean_return"]) for w in worst],
+        color="black",
+        linewidth=3.2,
+        alpha=0.8,
+        label="worst case",
+        zorder=3,
+    )
     clean = _finite((results.get("clean") or {}).get("mean_return"))
     if clean is not None:
-        ax.axhline(clean, color="#444444", linestyle="--", linewidth=1.2,
-                   label=f"clean ({clean:.1f})")
+        ax.axhline(
+            clean, color="#444444", linestyle="--", linewidth=1.2, label=f"clean ({clean:.1f})"
+        )
     threshold = _finite(results.get("eps50_threshold"))
     if threshold is not None:
-        ax.axhline(threshold, color="#d62728", linestyle=":", linewidth=1.5,
-                   label=f"eps50 threshold ({threshold:.1f})")
+        ax.axhline(
+            threshold,
+            color="#d62728",
+            linestyle=":",
+            linewidth=1.5,
+            label=f"eps50 threshold ({threshold:.1f})",
+        )
     ax.set_ylabel("mean episode return")
     ax.legend(fontsize="small", loc="best")
     return _png(fig)
@@ -143,10 +166,15 @@ def action_change_plot(results: Mapping[str, Any], surface: PlotSurface = "obser
     what = "ε" if surface == "observation" else "\N{GREEK SMALL LETTER ALPHA}"
     fig, ax = _new_axes(results, rows, surface, f"Actions changed vs {what} ({surface} attacks)")
     for i, (attack, group) in enumerate(_by_attack(rows).items()):
-        ax.plot([float(r["epsilon"]) for r in group],
-                [float(r.get("action_change_rate", np.nan)) for r in group],
-                color=_COLORS[i % len(_COLORS)], marker=_MARKERS[i % len(_MARKERS)],
-                markersize=4, linewidth=1.4, label=attack)
+        ax.plot(
+            [float(r["epsilon"]) for r in group],
+            [float(r.get("action_change_rate", np.nan)) for r in group],
+            color=_COLORS[i % len(_COLORS)],
+            marker=_MARKERS[i % len(_MARKERS)],
+            markersize=4,
+            linewidth=1.4,
+            label=attack,
+        )
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel("steps with a changed action")

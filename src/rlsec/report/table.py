@@ -92,12 +92,13 @@ def budget_groups(
     rows = list(results.get("results", []))
     worst = {(str(w["surface"]), float(w["epsilon"])): w for w in results.get("worst_case", [])}
     order = {"observation": 0, "action": 1}
-    keys = sorted({(str(r["surface"]), float(r["epsilon"])) for r in rows},
-                  key=lambda k: (order.get(k[0], 2), k[0], k[1]))
+    keys = sorted(
+        {(str(r["surface"]), float(r["epsilon"])) for r in rows},
+        key=lambda k: (order.get(k[0], 2), k[0], k[1]),
+    )
     groups = []
     for surface, budget in keys:
-        group = [r for r in rows
-                 if str(r["surface"]) == surface and float(r["epsilon"]) == budget]
+        group = [r for r in rows if str(r["surface"]) == surface and float(r["epsilon"]) == budget]
         groups.append((surface, budget, group, worst.get((surface, budget))))
     return groups
 
@@ -131,9 +132,15 @@ def results_table(results: Mapping[str, Any]) -> Table:
     env = results.get("env")
     title = " on ".join(str(x) for x in (policy, env) if x) or None
     table = Table(title=Text(f"red team: {title}") if title else None, show_lines=False)
-    for header, justify in (("attack", "left"), ("surface", "left"), ("budget", "right"),
-                            ("clean return", "right"), ("attacked return", "right"),
-                            ("change", "right"), ("actions changed", "right")):
+    for header, justify in (
+        ("attack", "left"),
+        ("surface", "left"),
+        ("budget", "right"),
+        ("clean return", "right"),
+        ("attacked return", "right"),
+        ("change", "right"),
+        ("actions changed", "right"),
+    ):
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
     for surface, budget, group, worst in budget_groups(results):
         unit = str(group[0].get("unit") or "")
@@ -143,7 +150,10 @@ def results_table(results: Mapping[str, Any]) -> Table:
         for r in group:
             change = pct_change(r.get("mean_return"), clean.get("mean_return"))
             table.add_row(
-                Text(str(r["attack"])), Text(surface), Text(budget_text), Text(clean_text),
+                Text(str(r["attack"])),
+                Text(surface),
+                Text(budget_text),
+                Text(clean_text),
                 Text(fmt_return(r.get("mean_return"), r.get("ci95"))),
                 Text(fmt_pct(change), style="red" if change is not None and change < 0 else ""),
                 Text(fmt_rate(r.get("action_change_rate"))),
@@ -151,10 +161,15 @@ def results_table(results: Mapping[str, Any]) -> Table:
         if worst is not None:
             change = pct_change(worst.get("mean_return"), clean.get("mean_return"))
             table.add_row(
-                Text(f"worst case ({worst['attack']})"), Text(surface), Text(budget_text),
-                Text(clean_text), Text(fmt_return(worst.get("mean_return"), worst.get("ci95"))),
-                Text(fmt_pct(change)), Text(""),
-                style="bold red", end_section=True,
+                Text(f"worst case ({worst['attack']})"),
+                Text(surface),
+                Text(budget_text),
+                Text(clean_text),
+                Text(fmt_return(worst.get("mean_return"), worst.get("ci95"))),
+                Text(fmt_pct(change)),
+                Text(""),
+                style="bold red",
+                end_section=True,
             )
         else:
             table.rows[-1].end_section = True
@@ -201,8 +216,10 @@ def eps50_table(results: Mapping[str, Any]) -> Table:
         is_worst = name.startswith("worst_case")
         table.add_row(
             Text(name.replace("_", " ") if is_worst else name),
-            Text(fmt_budget(value) if value is not None else "not reached",
-                 style="" if value is not None else "dim"),
+            Text(
+                fmt_budget(value) if value is not None else "not reached",
+                style="" if value is not None else "dim",
+            ),
             Text(unit),
             style="bold" if is_worst else None,
         )

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+def rlsec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "rlsec", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_redteam_writes_results_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = rlsec(
+        "redteam",
+        "--policy",
+        "zoo:cartpole-dqn",
+        "--attacks",
+        "uniform-obs-v1,pgd-obs-v1,pr-adv-act-v1",
+        "--eps",
+        "0.05,0.2",
+        "--alpha",
+        "0.3",
+        "--episodes",
+        "3",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [r["attack"] for r in results["results"]] == [
+        "uniform-obs-v1",
+        "uniform-obs-v1",
+        "pgd-obs-v1",
+        "pgd-obs-v1",
+        "pr-adv-act-v1",
+    ]
+    html = (out / "report.html").read_text()
+    assert "pgd-obs-v1" in html
+    assert results["policy"]["sha256"] in html
+    assert "pgd-obs-v1" in proc.stdout
+    assert "worst" in proc.stdout.lower()
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
+        (["--attacks", "pgd-obs-v9"], "did you mean pgd-obs-v1"),
+        (["--eps", "-0.5"], "got -0.5"),
+        (["--eps", "abc"], "expected comma-separated numbers"),
+        (["--eps-unit", "furlongs"], "expected raw or std"),
+        (["--env", "Pendulum-v1"], "expected Box(shape=(3,)"),
+        (["--policy", "zoo:nope"], "unknown zoo policy 'nope'"),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    proc = rlsec("redteam", *args, "--episodes", "1", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in " ".join((proc.stderr + proc.stdout).split())
+    assert not out.exists()
+    assert "Traceback" not in proc.stderr
+
+
+def _sb3_archive(path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    PPO(
+        "MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, policy_kwargs={"net_arch": [8]}
+    ).save(path)
+
+
+def test_sb3_archive_needs_env_and_runs_with_it(tmp_path: Path) -> None:
+    archive = tmp_path / "model.zip"
+    _sb3_archive(archive)
+    out = tmp_path / "out"
+    proc = rlsec("redteam", "--policy", str(archive), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--env" in proc.stderr
+    assert not out.exists()
+    proc = rlsec(
+        "redteam",
+        "--policy",
+        str(archive),
+        "--env",
+        "CartPole-v1",
+        "--attacks",
+        "fgsm-obs-v1",
+        "--eps",
+        "0.1",
+        "--episodes",
+        "2",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "results.json").read_text())["policy"]["format"] == "sb3"
+
+
+def test_corrupted_archive_is_a_clear_error(tmp_path: Path) -> None:
+    archive = tmp_path / "model.zip"
+    _sb3_archive(archive)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info.filename, b"{not json" if info.filename == "data" else data)
+    archive.write_bytes(buf.getvalue())
+    out = tmp_path / "out"
+    proc = rlsec(
+        "redteam", "--policy", str(archive), "--env", "CartPole-v1", "--out", str(out), cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "'data' is not valid JSON" in proc.stderr
+    assert not out.exists()
+
+
+def test_listing_commands(tmp_path: Path) -> None:
+    proc = rlsec("attacks", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "sa-rl-obs-v1" in proc.stdout
+    assert "AML.T0043" in proc.stdout
+    proc = rlsec("zoo", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "zoo:pendulum-sac" in proc.stdout
