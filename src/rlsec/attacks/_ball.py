@@ -10,7 +10,6 @@ the clean observation so that clipping never moves a point out of the ball.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from rlsec.errors import BudgetViolation
 
@@ -35,23 +34,24 @@ class Ball:
         self.scale = np.asarray(scale, dtype=np.float64).reshape(-1)
         self.low = np.asarray(low, dtype=np.float64).reshape(-1)
         self.high = np.asarray(high, dtype=np.float64).reshape(-1)
-        self._scale_t = torch.as_tensor(self.scale, dtype=torch.float32)
+        self.scale32 = self.scale.astype(np.float32)
+        movable = self.scale > 0
+        self._movable = movable.astype(np.float64)
+        self._has_fixed = not bool(movable.all())
+        self._inv_scale = np.divide(1.0, self.scale, out=np.zeros_like(self.scale), where=movable)
+        self._radius = self.epsilon * self.scale  # per-feature linf radius, 0 where fixed
 
-    # -- torch side, used inside optimisation loops -----------------------------------------
-    def project_delta(self, u: torch.Tensor) -> torch.Tensor:
+    # -- used inside optimisation loops (numpy: per-op cost is far below torch's on the
+    # -- small batches of RL observations) ------------------------------------------------
+    def project_delta(self, u: np.ndarray) -> np.ndarray:
         """Project perturbations ``u`` in scaled units (``δ = u·scale``) into the ε-ball."""
         if self.norm == "linf":
-            return u.clamp(-self.epsilon, self.epsilon)
-        n = u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        out: torch.Tensor = u * (self.epsilon / n).clamp(max=1.0)
-        return out
+            return np.clip(u, -self.epsilon, self.epsilon)
+        n = np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+        return u * np.minimum(1.0, self.epsilon / n).astype(u.dtype)
 
-    def to_obs(self, x0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Observation ``x0 + u·scale`` (differentiable; no clipping to the space)."""
-        return x0 + u * self._scale_t
-
-    def random_start(self, shape: tuple[int, ...], rng: np.random.Generator) -> torch.Tensor:
-        """A uniform random point of the ball, in scaled units."""
+    def random_start(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """A uniform random point of the ball, in scaled units (float32)."""
         if self.norm == "linf":
             u = rng.uniform(-self.epsilon, self.epsilon, size=shape)
         else:
@@ -59,63 +59,58 @@ class Ball:
             g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
             r = rng.uniform(size=(shape[0], 1)) ** (1.0 / shape[1])
             u = g * r * self.epsilon
-        return torch.as_tensor(u, dtype=torch.float32)
+        return u.astype(np.float32)
 
-    def step(self, u: torch.Tensor, grad: torch.Tensor, size: float) -> torch.Tensor:
+    def step(self, u: np.ndarray, grad: np.ndarray, size: float) -> np.ndarray:
         """One steepest-ascent step of length ``size`` for the norm, then projection."""
         if self.norm == "linf":
-            u = u + size * grad.sign()
-        else:
-            u = u + size * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return self.project_delta(u)
+            out = np.clip(u + np.float32(size) * np.sign(grad), -self.epsilon, self.epsilon)
+            return out.astype(u.dtype, copy=False)
+        n = np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
+        return self.project_delta(u + (np.float32(size) * grad / n).astype(u.dtype))
 
     # -- numpy side: the final projection and the check ------------------------------------
     def project(self, x0: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Project ``x`` into the ball around ``x0`` and into the space; float32 result."""
         b = x0.shape[0]
         x0f = x0.reshape(b, -1).astype(np.float64)
-        d = x.reshape(b, -1).astype(np.float64) - x0f
-        safe = np.where(self.scale > 0, self.scale, 1.0)
-        u = np.where(self.scale > 0, d / safe, 0.0)
+        d = x.reshape(b, -1) - x0f
         if self.norm == "linf":
-            u = np.clip(u, -self.epsilon, self.epsilon)
+            np.clip(d, -self._radius, self._radius, out=d)
         else:
-            n = np.linalg.norm(u, axis=1, keepdims=True)
-            u = u * np.minimum(1.0, self.epsilon / np.maximum(n, 1e-300))
-        out = x0f + u * self.scale
-        out = np.clip(out, np.minimum(self.low, x0f), np.maximum(self.high, x0f))
+            n = np.linalg.norm(d * self._inv_scale, axis=1, keepdims=True)
+            d *= np.minimum(1.0, self.epsilon / np.maximum(n, 1e-300))
+            d *= self._movable
+        out = x0f + d
+        np.clip(out, np.minimum(self.low, x0f), np.maximum(self.high, x0f), out=out)
         out32 = out.astype(np.float32)
         # Rounding to float32 can step half an ulp outside the ball: pull such features back
         # to the clean value's side so the check below holds exactly, not just approximately.
-        over = np.abs(out32.astype(np.float64) - x0f) > np.abs(out - x0f)
-        out32 = np.where(over, np.nextafter(out32, x0f.astype(np.float32)), out32)
+        over = np.abs(out32 - x0f) > np.abs(d)
+        if over.any():
+            out32 = np.where(over, np.nextafter(out32, x0f.astype(np.float32)), out32)
         return out32.reshape(x0.shape)
 
     def check(self, x0: np.ndarray, x: np.ndarray) -> None:
         """Raise :class:`BudgetViolation` if any row left the ball or the (widened) space."""
         b = x0.shape[0]
         x0f = x0.reshape(b, -1).astype(np.float64)
-        xf = x.reshape(b, -1).astype(np.float64)
-        if not np.all(np.isfinite(xf) | ~np.isfinite(x0f)):
+        d = x.reshape(b, -1) - x0f
+        if not np.isfinite(d).all() and not np.isfinite(d[np.isfinite(x0f)]).all():
             raise BudgetViolation("perturbed observation is not finite")
-        d = xf - x0f
-        fixed = self.scale <= 0
-        if np.any(np.abs(d[:, fixed]) > 0):
+        if self._has_fixed and np.any(d[:, ~self._movable.astype(bool)] != 0):
             raise BudgetViolation("a feature with zero scale was perturbed")
-        safe = np.where(fixed, 1.0, self.scale)
-        u = np.where(fixed, 0.0, d / safe)
-        tol = 1e-6 * max(self.epsilon, 1e-12)
+        u = np.abs(d * self._inv_scale)
         if self.norm == "linf":
-            size = np.abs(u).max(axis=1) if u.shape[1] else np.zeros(b)
+            size = u.max(axis=1) if u.shape[1] else np.zeros(b)
         else:
-            size = np.linalg.norm(u, axis=1)
+            size = np.sqrt(np.einsum("ij,ij->i", u, u))
         worst = float(size.max()) if size.size else 0.0
-        if worst > self.epsilon + tol:
+        if worst > self.epsilon * (1 + 1e-6) + 1e-12:
             raise BudgetViolation(
                 f"perturbation of {self.norm} size {worst:.9g} exceeds the budget "
                 f"ε={self.epsilon:.9g}"
             )
-        lo = np.minimum(self.low, x0f)
-        hi = np.maximum(self.high, x0f)
-        if np.any(xf < lo) or np.any(xf > hi):
+        xf = x0f + d
+        if (xf < np.minimum(self.low, x0f)).any() or (xf > np.maximum(self.high, x0f)).any():
             raise BudgetViolation("perturbed observation left the observation space")

@@ -98,7 +98,7 @@ def action_divergence(
 
 def optimise(
     objective: Objective,
-    x0: torch.Tensor,
+    x0: np.ndarray,
     ball: Ball,
     *,
     steps: int,
@@ -106,69 +106,108 @@ def optimise(
     rng: np.random.Generator,
     random_start: bool = True,
     sgld_noise: float = 0.0,
-) -> torch.Tensor:
-    """Maximise ``objective`` over the ball around ``x0``; return the best perturbation found.
+) -> np.ndarray:
+    """Maximise ``objective`` over the ball around ``x0``; return the best point found.
 
     Projected steepest ascent (PGD, Madry 2018) in the ball's norm, from a random point of the
-    ball or from ``x0``. With ``sgld_noise > 0``, Gaussian noise of that scale, decaying as
-    1/(i+2), is added to the gradient before the step (the SGLD variant of Zhang 2020). The
-    gradient is first scaled to unit max-norm per row, so the noise is relative to it: SA-PPO's
-    reference code adds the noise to the raw gradient, which lets the noise drown rows whose
-    gradient is small and leaves them wandering instead of converging.
-    Each row keeps its own best iterate, so more steps never make the result worse.
+    ball or from ``x0``, with steps of ``step_size`` in the ball's scaled units. With
+    ``sgld_noise > 0``, Gaussian noise of that scale, decaying as 1/(i+2), is added to the
+    gradient before the step (the SGLD variant of Zhang 2020). The gradient is first scaled to
+    unit max-norm per row, so the noise is relative to it: SA-PPO's reference code adds the
+    noise to the raw gradient, which lets the noise drown rows whose gradient is small and
+    leaves them wandering instead of converging. Each row keeps its own best iterate, so more
+    steps never make the result worse.
+
+    Args:
+        x0: clean observations, float32, ``(B, ...)``.
 
     Returns:
-        The perturbation in scaled units (``x = x0 + u·scale``), shape of ``x0``.
+        Perturbed observations ``x0 + δ`` (float32, shape of ``x0``), inside the ball; not yet
+        clipped to the observation space (the caller's projection does that).
     """
     with torch.enable_grad():  # callers may be inside torch.no_grad()
-        return _optimise(
-            objective,
-            x0,
-            ball,
-            steps=steps,
-            step_size=step_size,
-            rng=rng,
-            random_start=random_start,
-            sgld_noise=sgld_noise,
-        )
+        if ball.norm == "linf" and sgld_noise == 0.0:
+            return _pgd_linf(objective, x0, ball, steps, step_size, rng, random_start)
+        return _optimise(objective, x0, ball, steps, step_size, rng, random_start, sgld_noise)
+
+
+def _best(x0: np.ndarray, deltas: list[np.ndarray], values: list[np.ndarray]) -> np.ndarray:
+    """Each row's best iterate (the first one on ties), as an observation batch."""
+    b = x0.shape[0]
+    pick = np.argmax(np.stack(values), axis=0)
+    best = np.stack(deltas)[pick, np.arange(b)]
+    return (x0.reshape(b, -1) + best).reshape(x0.shape)
+
+
+# The two loops below are the hot path of every campaign. Torch does only what needs autograd
+# (one forward and one backward pass per step); the update, projection and best-iterate
+# bookkeeping are a handful of numpy calls, whose cost on a (64, 4) batch is a fraction of
+# torch's per-operation dispatch.
+
+
+def _pgd_linf(
+    objective: Objective,
+    x0: np.ndarray,
+    ball: Ball,
+    steps: int,
+    step_size: float,
+    rng: np.random.Generator,
+    random_start: bool,
+) -> np.ndarray:
+    b = x0.shape[0]
+    flat = x0.reshape(b, -1)
+    radius = (ball.epsilon * ball.scale).astype(np.float32)  # per-feature linf radius
+    stride = (step_size * ball.scale).astype(np.float32)
+    d = ball.random_start(flat.shape, rng) * ball.scale32 if random_start else np.zeros_like(flat)
+    deltas, values = [], []
+    ones = torch.ones(b)
+    for _ in range(steps):
+        xt = torch.from_numpy((flat + d).reshape(x0.shape)).requires_grad_(True)
+        value = objective(xt)
+        (gx,) = torch.autograd.grad(value, xt, grad_outputs=ones)
+        deltas.append(d)
+        values.append(value.detach().numpy())
+        d = d + np.copysign(stride, gx.numpy().reshape(b, -1))
+        np.minimum(d, radius, out=d)
+        np.maximum(d, -radius, out=d)
+    with torch.no_grad():
+        values.append(objective(torch.from_numpy((flat + d).reshape(x0.shape))).numpy())
+    deltas.append(d)
+    return _best(x0, deltas, values)
 
 
 def _optimise(
     objective: Objective,
-    x0: torch.Tensor,
+    x0: np.ndarray,
     ball: Ball,
-    *,
     steps: int,
     step_size: float,
     rng: np.random.Generator,
     random_start: bool,
     sgld_noise: float,
-) -> torch.Tensor:
+) -> np.ndarray:
+    """The general loop (l2, SGLD), in the ball's scaled units ``u`` (``δ = u·scale``)."""
     b = x0.shape[0]
     flat = x0.reshape(b, -1)
-    shape = x0.shape
-
-    def run(u: torch.Tensor) -> torch.Tensor:
-        x = ball.to_obs(flat, u)
-        return objective(x if x.shape == shape else x.reshape(shape))
-
-    u = ball.random_start(tuple(flat.shape), rng) if random_start else torch.zeros_like(flat)
-    best_u = u
-    best = torch.full((b,), -float("inf"))
+    scale = ball.scale32
+    u = ball.random_start(flat.shape, rng) if random_start else np.zeros_like(flat)
+    deltas, values = [], []
+    ones = torch.ones(b)
     for i in range(steps):
-        u.requires_grad_(True)
-        value = run(u)
-        (grad,) = torch.autograd.grad(value.sum(), u)
-        with torch.no_grad():
-            better = value > best
-            best = torch.where(better, value, best)
-            best_u = torch.where(better[:, None], u, best_u)
-            if sgld_noise > 0:
-                grad = grad / grad.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-                noise = rng.standard_normal(size=tuple(grad.shape))
-                grad = grad + (sgld_noise / (i + 2)) * torch.as_tensor(noise, dtype=grad.dtype)
-            u = ball.step(u.detach(), grad, step_size)
+        d = u * scale
+        xt = torch.from_numpy((flat + d).reshape(x0.shape)).requires_grad_(True)
+        value = objective(xt)
+        (gx,) = torch.autograd.grad(value, xt, grad_outputs=ones)
+        deltas.append(d)
+        values.append(value.detach().numpy())
+        grad = gx.numpy().reshape(b, -1) * scale  # d objective / d u
+        if sgld_noise > 0:
+            grad = grad / np.maximum(np.abs(grad).max(axis=1, keepdims=True), 1e-12)
+            noise = rng.standard_normal(grad.shape).astype(np.float32)
+            grad = grad + np.float32(sgld_noise / (i + 2)) * noise
+        u = ball.step(u, grad, step_size)
+    d = u * scale
     with torch.no_grad():
-        better = run(u) > best
-        best_u = torch.where(better[:, None], u, best_u)
-    return best_u.detach().reshape(shape)
+        values.append(objective(torch.from_numpy((flat + d).reshape(x0.shape))).numpy())
+    deltas.append(d)
+    return _best(x0, deltas, values)

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -63,6 +63,9 @@ class ObservationAttack(Attack):
         self._ball: Ball | None = None
         self._rng = np.random.default_rng(0)
         self.num_envs = 0
+        #: The victim's actions on the last clean batch, when the method computed them on the
+        #: way (gradient attacks do); ``None`` otherwise. Saves the caller a forward pass.
+        self.clean_actions: np.ndarray | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def check_applicable(self, policy: Policy) -> None:
@@ -150,6 +153,7 @@ class ObservationAttack(Attack):
         ids = np.arange(x0.shape[0]) if env_ids is None else np.asarray(env_ids)
         if ids.shape != (x0.shape[0],):
             raise ConfigError(f"env_ids must have shape ({x0.shape[0]},), got {ids.shape}")
+        self.clean_actions = None
         if self.threat_model.epsilon == 0.0 or x0.shape[0] == 0:
             return x0.copy()
         x = ball.project(x0, self._perturb(x0, ids))
@@ -175,8 +179,9 @@ def _as_batch(policy: Policy, observations: np.ndarray) -> np.ndarray:
 
 
 def _diff(policy: Policy) -> DifferentiablePolicy:
-    assert isinstance(policy, DifferentiablePolicy)
-    return policy
+    # check_applicable() verified the protocol once at start(); re-checking a runtime
+    # protocol here would cost more than a forward pass of a small policy on every step.
+    return cast(DifferentiablePolicy, policy)
 
 
 class UniformNoiseObservation(ObservationAttack):
@@ -189,7 +194,7 @@ class UniformNoiseObservation(ObservationAttack):
 
     def _perturb(self, x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
         b = x0.shape[0]
-        u = self.ball.random_start((b, int(np.prod(x0.shape[1:]))), self._rng).numpy()
+        u = self.ball.random_start((b, int(np.prod(x0.shape[1:]))), self._rng)
         return x0 + (u * self.ball.scale).reshape(x0.shape)
 
 
@@ -254,27 +259,26 @@ class _GradientAttack(ObservationAttack):
         pol = _diff(self.policy)
         with torch.no_grad():
             clean = pol.torch_module()(x0t)
+        self._remember_clean(clean)
         return action_divergence(pol, clean, self.objective)
+
+    def _remember_clean(self, clean: torch.Tensor) -> None:
+        decode = getattr(self.policy, "decode", None)
+        self.clean_actions = decode(clean) if decode is not None else None
 
     def _sgld(self) -> float:
         return 0.0
 
     def _perturb(self, x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
-        x0t = torch.from_numpy(x0)
-        u = optimise(
-            self._objective(x0t),
-            x0t,
+        return optimise(
+            self._objective(torch.from_numpy(x0)),
+            x0,
             self.ball,
             steps=self.steps,
             step_size=self._step_size(),
             rng=self._rng,
             random_start=self.random_start,
             sgld_noise=self._sgld(),
-        )
-        return (
-            (x0t.reshape(x0.shape[0], -1) + u.reshape(x0.shape[0], -1) * self.ball._scale_t)
-            .reshape(x0.shape)
-            .numpy()
         )
 
 
@@ -450,6 +454,8 @@ class TimedObservation(_GradientAttack):
             rows = np.flatnonzero(fire)
             out[rows] = super()._perturb(x0[rows], env_ids[rows])
             np.add.at(self.attacked, env_ids[rows], 1)
+        start = int(getattr(self.policy.action_space, "start", 0))
+        self.clean_actions = probs.argmax(dim=-1).numpy() + start
         return out
 
 

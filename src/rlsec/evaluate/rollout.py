@@ -133,8 +133,12 @@ def rollout(
                 a = clean = sample_actions(space, rng, rows.size)
             elif obs_attack is not None:
                 x_adv = obs_attack.perturb(x, rows)
-                both = policy.act(np.concatenate([x, x_adv]))
-                clean, a = both[: rows.size], both[rows.size :]
+                known = obs_attack.clean_actions
+                if known is not None and len(known) == rows.size:
+                    clean, a = known, policy.act(x_adv)
+                else:
+                    both = policy.act(np.concatenate([x, x_adv]))
+                    clean, a = both[: rows.size], both[rows.size :]
             else:
                 a = clean = policy.act(x)
                 if act_attack is not None:
