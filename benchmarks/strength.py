@@ -28,8 +28,9 @@ def fmt(v: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--policies", default="cartpole-ppo,cartpole-dqn")
@@ -40,9 +41,13 @@ def main() -> None:
     for name in args.policies.split(","):
         r = redteam(f"zoo:{name}", episodes=args.episodes, seeds=list(range(args.seeds)))
         everything[name] = r
-        ids = list(dict.fromkeys(x["attack"] for x in r["results"] if x["surface"] == "observation"))
-        print(f"\n### zoo:{name}: clean {r['clean']['mean_return']:.1f}, "
-              f"ε50 threshold {r['eps50_threshold']:.1f} ({r['clean']['episodes']} episodes)\n")
+        ids = list(
+            dict.fromkeys(x["attack"] for x in r["results"] if x["surface"] == "observation")
+        )
+        print(
+            f"\n### zoo:{name}: clean {r['clean']['mean_return']:.1f}, "
+            f"ε50 threshold {r['eps50_threshold']:.1f} ({r['clean']['episodes']} episodes)\n"
+        )
         print("| attack | " + " | ".join(f"ε={e:g}" for e in DEFAULT_EPSILONS) + " | ε50 |")
         print("|---" * (len(DEFAULT_EPSILONS) + 2) + "|")
         for a in ids:
