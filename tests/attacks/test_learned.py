@@ -107,3 +107,26 @@ def test_sa_rl_needs_an_env_id(victim) -> None:  # type: ignore[no-untyped-def]
     attack = make_attack("sa-rl-obs-v1", 0.1, timesteps=8)
     with pytest.raises(ConfigError, match="env_id"):
         attack.start(victim, num_envs=1, rng=np.random.default_rng(0))  # type: ignore[attr-defined]
+
+
+def test_a_given_adversary_is_used_as_is(victim) -> None:  # type: ignore[no-untyped-def]
+    import gymnasium as gym
+    import torch
+
+    from rlsec.policies import from_torch
+
+    lin = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.fill_(5.0)  # always pushes every feature up, clipped to +1
+    adversary = from_torch(
+        lin, victim.observation_space, gym.spaces.Box(-1, 1, (4,)), output="action"
+    )
+    attack = make_attack("sa-rl-obs-v1", 0.5, adversary=adversary)
+    attack.start(victim, num_envs=2, rng=np.random.default_rng(0))  # type: ignore[attr-defined]
+    assert attack.origin == "given"  # type: ignore[attr-defined]
+    assert not (home() / "cache" / "sa-rl").exists()
+    x0 = np.zeros((2, 4), dtype=np.float32)
+    # +ε in raw units on every feature, clipped to the space (the pole angle's bound is 0.419)
+    expected = np.minimum(0.5, victim.observation_space.high)
+    assert np.allclose(attack.perturb(x0), expected)  # type: ignore[attr-defined]

@@ -312,3 +312,15 @@ def test_observation_wrapper_shows_perturbed_observations_within_budget() -> Non
     dev = np.abs(np.stack(seen) - true_obs)
     assert np.all(dev <= 0.25 + 1e-6)
     assert dev.max() > 0.1  # the agent really saw perturbed observations
+
+
+@pytest.mark.parametrize("attack_id", ["pgd-obs-v1", "pgd-l2-obs-v1", "mad-obs-v1", "fgsm-obs-v1"])
+def test_clean_actions_reported_on_the_way_equal_the_policys_own(attack_id: str) -> None:
+    """Gradient attacks hand the rollout the clean actions they computed on the way; they
+    must be exactly what the policy does on the clean observations."""
+    policy = mlp_policy(4, 3, seed=11, low=-1.0, high=1.0)  # tight bounds: clipping happens
+    x0 = np.random.default_rng(2).uniform(-1, 1, (128, 4)).astype(np.float32)
+    attack = make_attack(attack_id, 0.4)
+    attack.start(policy, num_envs=128, rng=np.random.default_rng(0))
+    attack.perturb(x0)
+    assert np.array_equal(attack.clean_actions, policy.act(x0))

@@ -46,9 +46,11 @@ class Ball:
     def project_delta(self, u: np.ndarray) -> np.ndarray:
         """Project perturbations ``u`` in scaled units (``δ = u·scale``) into the ε-ball."""
         if self.norm == "linf":
-            return np.clip(u, -self.epsilon, self.epsilon)
+            clipped: np.ndarray = np.clip(u, -self.epsilon, self.epsilon)
+            return clipped
         n = np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
-        return u * np.minimum(1.0, self.epsilon / n).astype(u.dtype)
+        shrunk: np.ndarray = u * np.minimum(1.0, self.epsilon / n).astype(u.dtype)
+        return shrunk
 
     def random_start(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         """A uniform random point of the ball, in scaled units (float32)."""
@@ -59,12 +61,15 @@ class Ball:
             g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
             r = rng.uniform(size=(shape[0], 1)) ** (1.0 / shape[1])
             u = g * r * self.epsilon
-        return u.astype(np.float32)
+        start: np.ndarray = u.astype(np.float32)
+        return start
 
     def step(self, u: np.ndarray, grad: np.ndarray, size: float) -> np.ndarray:
         """One steepest-ascent step of length ``size`` for the norm, then projection."""
         if self.norm == "linf":
-            out = np.clip(u + np.float32(size) * np.sign(grad), -self.epsilon, self.epsilon)
+            out: np.ndarray = np.clip(
+                u + np.float32(size) * np.sign(grad), -self.epsilon, self.epsilon
+            )
             return out.astype(u.dtype, copy=False)
         n = np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
         return self.project_delta(u + (np.float32(size) * grad / n).astype(u.dtype))

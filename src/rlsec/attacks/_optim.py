@@ -136,7 +136,8 @@ def _best(x0: np.ndarray, deltas: list[np.ndarray], values: list[np.ndarray]) ->
     b = x0.shape[0]
     pick = np.argmax(np.stack(values), axis=0)
     best = np.stack(deltas)[pick, np.arange(b)]
-    return (x0.reshape(b, -1) + best).reshape(x0.shape)
+    out: np.ndarray = (x0.reshape(b, -1) + best).reshape(x0.shape)
+    return out
 
 
 # The two loops below are the hot path of every campaign. Torch does only what needs autograd

@@ -480,7 +480,16 @@ class LearnedObservation(ObservationAttack):
         timesteps: int = 100_000,
         train_seed: int = 0,
         cache: bool = True,
+        adversary: Policy | None = None,
     ) -> None:
+        """
+        Args:
+            timesteps: PPO steps to train the adversary for.
+            train_seed: seed of the adversary's training.
+            cache: reuse and store trained adversaries under ``RLSEC_HOME``.
+            adversary: use this trained adversary (observations to actions in [-1, 1]^d,
+                scaled to the ε-ball) instead of training or loading one.
+        """
         super().__init__(threat_model)
         from rlsec.attacks._learned import SARLConfig
 
@@ -488,8 +497,8 @@ class LearnedObservation(ObservationAttack):
             raise ConfigError(f"timesteps must be >= 1, got {timesteps}")
         self.config = SARLConfig(timesteps=int(timesteps), train_seed=int(train_seed))
         self.cache = cache
-        self.adversary: Policy | None = None
-        self.origin = ""
+        self.adversary: Policy | None = adversary
+        self.origin = "given" if adversary is not None else ""
 
     def params(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -499,10 +508,10 @@ class LearnedObservation(ObservationAttack):
     def _setup(self, policy: Policy) -> None:
         from rlsec.attacks._learned import load_or_train_adversary
 
+        if self.origin == "given" or self.threat_model.epsilon == 0.0:
+            return
         if self.env_id is None:
             raise ConfigError(f"{self.id} trains against an environment: pass env_id to start()")
-        if self.threat_model.epsilon == 0.0:
-            return
         info = getattr(policy, "info", None)
         sha = getattr(info, "sha256", None) or repr(policy)
         self.adversary, self.origin = load_or_train_adversary(
