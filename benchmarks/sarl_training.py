@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlsec.attacks import LearnedObservation, make_attack
 from rlsec.attacks._ball import Ball
-from rlsec.attacks._learned import AdversaryEnv, SARLConfig
+from rlsec.attacks._learned import AdversaryEnv, SARLConfig, adversary_learner
 from rlsec.evaluate import rollout
 from rlsec.policies import from_sb3, load_policy
 
@@ -51,7 +51,7 @@ def main() -> None:
         ball = Ball(eps, "linf", scale, space.low, space.high)
         return DummyVecEnv([lambda: AdversaryEnv(env_id, victim, ball)] * cfg.n_envs)
 
-    def evaluate(model: PPO) -> float:
+    def evaluate(model: Any) -> float:
         buf = io.BytesIO()
         model.save(buf)
         attack = make_attack(
@@ -64,19 +64,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     first = args.warm_start_eps if args.warm_start_eps is not None else args.eps
-    model = PPO(
-        "MlpPolicy",
-        venv(first),
-        n_steps=cfg.n_steps,
-        batch_size=cfg.batch_size,
-        n_epochs=cfg.n_epochs,
-        learning_rate=cfg.learning_rate,
-        gamma=cfg.gamma,
-        policy_kwargs={"net_arch": list(cfg.net_arch)},
-        seed=cfg.train_seed,
-        device="cpu",
-        verbose=0,
-    )
+    model = adversary_learner(venv(first), cfg)
     done = 0
     if args.warm_start_eps is not None:
         model.learn(args.chunk)

@@ -31,7 +31,14 @@ from rlsec.core import Policy
 from rlsec.errors import PolicyLoadError
 from rlsec.policies import TorchPolicy, from_sb3, load_native, save_policy
 
-__all__ = ["AdversaryEnv", "SARLConfig", "adversary_key", "load_or_train_adversary"]
+__all__ = [
+    "AdversaryEnv",
+    "SARLConfig",
+    "adversary_key",
+    "adversary_learner",
+    "load_or_train_adversary",
+    "train_adversary",
+]
 
 VERSION = "sa-rl-v1"
 
@@ -170,6 +177,25 @@ def load_or_train_adversary(
     return adversary, "trained"
 
 
+def adversary_learner(venv: Any, config: SARLConfig) -> Any:
+    """The Stable-Baselines3 PPO learner of the adversary, on the adversary's vector env."""
+    from stable_baselines3 import PPO
+
+    return PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.n_epochs,
+        learning_rate=config.learning_rate,
+        gamma=config.gamma,
+        policy_kwargs={"net_arch": list(config.net_arch)},
+        seed=config.train_seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
 def train_adversary(
     victim: Policy,
     env_id: str,
@@ -180,7 +206,6 @@ def train_adversary(
 ) -> TorchPolicy:
     """Train the SA-RL adversary with PPO and return it as an rlsec policy."""
     import torch
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -194,19 +219,7 @@ def train_adversary(
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # tiny MLPs: one thread is fastest and reproducible
-        model = PPO(
-            "MlpPolicy",
-            venv,
-            n_steps=config.n_steps,
-            batch_size=config.batch_size,
-            n_epochs=config.n_epochs,
-            learning_rate=config.learning_rate,
-            gamma=config.gamma,
-            policy_kwargs={"net_arch": list(config.net_arch)},
-            seed=config.train_seed,
-            device="cpu",
-            verbose=0,
-        )
+        model = adversary_learner(venv, config)
         model.learn(total_timesteps=config.timesteps, callback=_Progress())
         buf = io.BytesIO()
         model.save(buf)

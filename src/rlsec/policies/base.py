@@ -138,6 +138,26 @@ class TorchPolicy:
             source="<torch>", sha256=self._weights_digest(), format="torch"
         )
 
+    @classmethod
+    def from_network(
+        cls,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
+        network: PolicyNetwork,
+        info: PolicyInfo | None = None,
+    ) -> TorchPolicy:
+        """The policy a declarative network describes (actor, and its V and Q heads)."""
+        return cls(
+            observation_space,
+            action_space,
+            network.actor(),
+            network.output,
+            value=network.value_head(),
+            q=network.q_head(),
+            info=info,
+            network=network,
+        )
+
     # -- the Policy protocol ---------------------------------------------------------------
     @property
     def observation_space(self) -> gym.Space[Any]:

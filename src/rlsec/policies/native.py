@@ -117,16 +117,7 @@ def load_native(directory: str | os.PathLike[str], *, source: str | None = None)
         observation_stats=spec.get("observation_stats"),
         provenance=spec.get("provenance") or {},
     )
-    return TorchPolicy(
-        obs_space,
-        act_space,
-        net.actor(),
-        net.output,
-        value=net.value_head(),
-        q=net.q_head(),
-        info=info,
-        network=net,
-    )
+    return TorchPolicy.from_network(obs_space, act_space, net, info)
 
 
 def _load_state(net: PolicyNetwork, tensors: dict[str, torch.Tensor], where: str) -> None:

@@ -520,13 +520,4 @@ def from_sb3(
             "sb3_version": version.decode(errors="replace") if version else None,
         },
     )
-    return TorchPolicy(
-        obs_space,
-        act_space,
-        net.actor(),
-        net.output,
-        value=net.value_head(),
-        q=net.q_head(),
-        info=info,
-        network=net,
-    )
+    return TorchPolicy.from_network(obs_space, act_space, net, info)
