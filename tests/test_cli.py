@@ -135,6 +135,23 @@ def test_corrupted_archive_is_a_clear_error(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_an_unwritable_out_fails_before_running(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    proc = rlsec("redteam", "--out", str(afile), cwd=tmp_path)
+    assert proc.returncode == 2 and "must be a directory" in proc.stderr
+    assert afile.read_text() == "keep me"
+
+
+def test_truncated_archive_says_so(tmp_path: Path) -> None:
+    archive = tmp_path / "model.zip"
+    _sb3_archive(archive)
+    archive.write_bytes(archive.read_bytes()[: len(archive.read_bytes()) // 2])
+    proc = rlsec("redteam", "--policy", str(archive), "--env", "CartPole-v1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "truncated or corrupt" in proc.stderr or "not a zip" in proc.stderr.lower()
+
+
 def test_listing_commands(tmp_path: Path) -> None:
     proc = rlsec("attacks", cwd=tmp_path)
     assert proc.returncode == 0

@@ -25,7 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out_console = Console()
+# Piped output keeps full-width tables instead of rich's 80-column default.
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -188,6 +189,9 @@ def main() -> None:
     except RLSecError as exc:
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
+    except OSError as exc:  # e.g. the disk filled up while the report was written
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(1)
     except typer.Abort:
         console.print("aborted")
         sys.exit(130)

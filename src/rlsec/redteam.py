@@ -14,7 +14,7 @@ from rlsec.evaluate import DEFAULT_ALPHAS, DEFAULT_EPSILONS, CampaignConfig, run
 from rlsec.evaluate.campaign import ProgressFn
 from rlsec.policies import load_policy
 
-__all__ = ["DEFAULT_POLICY", "load_for_redteam", "redteam"]
+__all__ = ["DEFAULT_POLICY", "check_out_dir", "load_for_redteam", "redteam"]
 
 DEFAULT_POLICY = "zoo:cartpole-ppo"
 
@@ -35,6 +35,23 @@ def load_for_redteam(source: str | os.PathLike[str], env_id: str | None) -> Poli
         )
     spaces = env_spaces(env_id) if env_id else None
     return load_policy(s, env_id=env_id, env_spaces=spaces)
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that the report can be written to ``out``.
+
+    Raises:
+        ConfigError: ``out`` is a file, or no directory on its path can be written.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out must be a directory, got the existing file {path}")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the report to {path}: {existing} is not writable")
+    return path
 
 
 def redteam(
@@ -66,6 +83,8 @@ def redteam(
     Returns:
         The results, in the ``results.json`` contract.
     """
+    if out is not None:
+        check_out_dir(out)
     if isinstance(policy, (str, os.PathLike)):
         policy = load_for_redteam(policy, env_id)
     config = CampaignConfig(

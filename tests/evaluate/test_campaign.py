@@ -162,3 +162,49 @@ def test_continuous_action_policy_runs_nr_and_gradient_attacks() -> None:
     assert by["critic-obs-v1"]["params"]["critic"] == "q"
     assert by["nr-adv-act-v1"]["action_change_rate"] > 0.5
     assert np.isfinite(by["pgd-obs-v1"]["mean_return"])
+    # continuous actions also report how far they moved, in units of the action range
+    shift = by["nr-adv-act-v1"]["mean_action_shift"]
+    assert 0.0 < shift <= 0.5 + 1e-9  # α=0.5 of at most the whole range
+
+
+def test_worst_case_keys_keep_their_meaning_without_observation_attacks() -> None:
+    frozen = load_policy("zoo:frozenlake-ppo")
+    r = run_campaign(frozen, CampaignConfig(alphas=[0.5], episodes=3))
+    assert r["eps50"]["worst_case"] is None  # always the observation surface (ε)
+    assert "worst_case:action" in r["eps50"]  # the action surface (α) has its own key
+
+
+def test_std_scale_of_a_policy_without_stats_does_not_depend_on_the_run() -> None:
+    """ε in std units must mean the same thing whatever --episodes and --seed are."""
+    import gymnasium as gym
+    import torch
+
+    from rlsec.policies import from_torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    env = gym.make("CartPole-v1")
+    policy = from_torch(net, env.observation_space, env.action_space)
+    scales = []
+    for episodes, seed in ((2, 0), (3, 5)):
+        cfg = CampaignConfig(
+            env_id="CartPole-v1",
+            attacks=["uniform-obs-v1"],
+            epsilons=[0.1],
+            episodes=episodes,
+            seeds=[seed],
+        )
+        r = run_campaign(policy, cfg)
+        assert r["config"]["scale_source"].startswith("calibration rollout")
+        scales.append(r["config"]["scale"])
+    assert scales[0] == scales[1]
+
+
+def test_repeated_budgets_are_run_once_and_empty_attack_lists_are_refused() -> None:
+    policy = load_policy("zoo:cartpole-dqn")
+    cfg = CampaignConfig(attacks=["uniform-obs-v1"], epsilons=[0.1, 0.1], alphas=[], episodes=2)
+    assert len(run_campaign(policy, cfg)["results"]) == 1
+    from rlsec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least one attack"):
+        run_campaign(policy, CampaignConfig(attacks=[], episodes=1))

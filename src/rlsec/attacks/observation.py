@@ -242,7 +242,7 @@ class _GradientAttack(ObservationAttack):
         return {
             "steps": self.steps,
             "step_size": self._step_size(),
-            "step_size_unit": "fraction of scaled ball radius units",
+            "step_size_unit": "ε units (raw, or clean std per feature)",
             "random_start": self.random_start,
             "objective": self.objective,
         }

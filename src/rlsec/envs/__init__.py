@@ -43,8 +43,12 @@ def env_spaces(env_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
 def check_policy_env(policy: Policy, env_id: str) -> None:
     """Raise :class:`~rlsec.errors.SpaceMismatch` unless the policy fits the environment."""
     obs, act = env_spaces(env_id)
-    check_same_space(f"observation space of {env_id} vs the policy", obs, policy.observation_space)
-    check_same_space(f"action space of {env_id} vs the policy", act, policy.action_space)
+    check_same_space(
+        f"observation space of {env_id} vs the policy", obs, policy.observation_space, bounds=True
+    )
+    check_same_space(
+        f"action space of {env_id} vs the policy", act, policy.action_space, bounds=True
+    )
 
 
 def make_vec(env_id: str, num_envs: int) -> gym.vector.VectorEnv[Any, Any, Any]:

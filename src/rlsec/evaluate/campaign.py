@@ -25,7 +25,7 @@ from rlsec.core import Attack, Policy, Surface
 from rlsec.envs import check_policy_env, env_spec, make_vec
 from rlsec.errors import AttackNotApplicable, ConfigError, InvalidBudget
 from rlsec.evaluate.rollout import EpisodeStats, rollout
-from rlsec.evaluate.stats import RunningMoments, eps50, mean_ci
+from rlsec.evaluate.stats import eps50, mean_ci
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -59,7 +59,7 @@ class CampaignConfig:
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Raise a clear error for anything out of its domain."""
+        """Raise a clear error for anything out of its domain; drop repeated budgets."""
         if self.eps_unit not in ("raw", "std"):
             raise ConfigError(f"eps_unit must be 'raw' or 'std', got {self.eps_unit!r}")
         if not self.epsilons and not self.alphas:
@@ -70,6 +70,10 @@ class CampaignConfig:
         for a in self.alphas:
             if not isinstance(a, (int, float)) or not (0.0 <= a <= 1.0):
                 raise InvalidBudget(f"every action-attack α must be in [0, 1], got {a!r}")
+        self.epsilons = list(dict.fromkeys(float(e) for e in self.epsilons))
+        self.alphas = list(dict.fromkeys(float(a) for a in self.alphas))
+        if self.attacks is not None and not list(self.attacks):
+            raise ConfigError("attacks is empty: give at least one attack id, or None for all")
         if int(self.episodes) < 1:
             raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
         if not self.seeds:
@@ -169,9 +173,17 @@ def _summary(stats: list[EpisodeStats]) -> dict[str, Any]:
     }
 
 
-def _scale(
-    policy: Policy, config: CampaignConfig, clean: list[EpisodeStats]
-) -> tuple[np.ndarray | None, str]:
+CALIBRATION_EPISODES = 20
+CALIBRATION_SEED = 20261125
+
+
+def _scale(policy: Policy, config: CampaignConfig, env_id: str) -> tuple[np.ndarray | None, str]:
+    """Per-feature scale of ε: ones for raw units; for std units, the policy's recorded clean
+    observation std, else the std over a fixed calibration rollout.
+
+    The calibration does not depend on the campaign's episodes or seed, so ε means the same
+    thing across runs of the same policy (and cached learned adversaries stay valid).
+    """
     space = policy.observation_space
     if not isinstance(space, gym.spaces.Box):
         return None, "not applicable (observations are not continuous)"
@@ -182,11 +194,23 @@ def _scale(
     stats = getattr(info, "observation_stats", None)
     if isinstance(stats, dict) and len(stats.get("std", [])) == dim:
         return np.asarray(stats["std"], dtype=np.float64), "policy spec (clean observation std)"
-    moments = [s.obs_moments for s in clean if s.obs_moments is not None]
-    pooled = RunningMoments(dim)
-    for m in moments:
-        pooled.merge(m)
-    return pooled.std.copy(), f"clean rollouts ({pooled.n} observations)"
+    venv = make_vec(env_id, CALIBRATION_EPISODES)  # its own envs: independent of the run
+    try:
+        calib = rollout(
+            policy,
+            venv,
+            CALIBRATION_EPISODES,
+            seed=_env_seed(CALIBRATION_SEED),
+            track_observations=True,
+        )
+    finally:
+        venv.close()
+    m = calib.obs_moments
+    assert m is not None
+    return m.std.copy(), (
+        f"calibration rollout ({CALIBRATION_EPISODES} clean episodes, seed "
+        f"{CALIBRATION_SEED}, {m.n} observations)"
+    )
 
 
 def run_campaign(
@@ -235,7 +259,6 @@ def run_campaign(
                     venv,
                     config.episodes,
                     seed=_env_seed(s),
-                    track_observations=True,
                     on_step=episodes_cb(f"clean (seed {s})"),
                 )
             )
@@ -251,7 +274,8 @@ def run_campaign(
                 )
             )
             done_runs += 1
-        scale, scale_source = _scale(policy, config, clean_stats)
+        report("calibrating the ε scale", 0.0)
+        scale, scale_source = _scale(policy, config, env_id)
         clean = _summary(clean_stats)
         random = _summary(random_stats)
         results = []
@@ -287,6 +311,7 @@ def run_campaign(
             tm = attack.threat_model
             changed = sum(int(p.changed_steps.sum()) for p in per_seed)
             steps = sum(int(p.lengths.sum()) for p in per_seed)
+            shifts = [p.action_shift for p in per_seed if p.action_shift is not None]
             results.append(
                 {
                     "attack": attack_id,
@@ -296,6 +321,9 @@ def run_campaign(
                     "unit": tm.unit,
                     **summary,
                     "action_change_rate": changed / steps if steps else 0.0,
+                    "mean_action_shift": (
+                        float(sum(x.sum() for x in shifts) / steps) if shifts and steps else None
+                    ),
                     "per_seed": [
                         {"seed": s, "mean_return": float(p.returns.mean())}
                         for s, p in zip(seeds, per_seed, strict=True)
@@ -318,17 +346,15 @@ def run_campaign(
         strength[attack_id] = eps50(
             [r["epsilon"] for r in rows], [r["mean_return"] for r in rows], threshold
         )
-    for surface in ("observation", "action"):
+    # "worst_case" is always the observation surface (ε), "worst_case:action" the action
+    # surface (α): a script reading one key always gets the same quantity.
+    for surface, key in (("observation", "worst_case"), ("action", "worst_case:action")):
         rows = [w for w in worst if w["surface"] == surface]
-        if rows:
-            key = (
-                "worst_case"
-                if surface == "observation" or not any(w["surface"] == "observation" for w in worst)
-                else "worst_case:action"
-            )
-            strength[key] = eps50(
-                [w["epsilon"] for w in rows], [w["mean_return"] for w in rows], threshold
-            )
+        strength[key] = (
+            eps50([w["epsilon"] for w in rows], [w["mean_return"] for w in rows], threshold)
+            if rows
+            else None
+        )
     policy_block = {
         "source": getattr(info, "source", repr(policy)),
         "sha256": getattr(info, "sha256", None),

@@ -34,6 +34,9 @@ class EpisodeStats:
     lengths: np.ndarray
     changed_steps: np.ndarray
     obs_moments: RunningMoments | None = None
+    #: continuous actions: per episode, the sum over steps of the largest per-dimension
+    #: move of the executed action from the clean one, in units of the action range
+    action_shift: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -42,17 +45,30 @@ class EpisodeStats:
         return float(self.changed_steps.sum() / steps) if steps else 0.0
 
 
+CHANGE_TOLERANCE = 0.05
+
+
+def _span(space: gym.spaces.Box) -> np.ndarray:
+    span = (space.high - space.low).astype(np.float64).reshape(-1)
+    return np.where(np.isfinite(span) & (span > 0), span, 1.0)
+
+
+def _shift(space: gym.spaces.Box, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, the largest per-dimension move from ``b`` to ``a`` in units of the range."""
+    d = np.abs(a.reshape(len(a), -1).astype(np.float64) - b.reshape(len(b), -1)) / _span(space)
+    return np.asarray(d.max(axis=1)) if d.shape[1] else np.zeros(len(a))
+
+
 def _differs(space: gym.Space[Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rows where the executed action differs from the clean one.
 
-    Continuous actions count as changed when some dimension moved by more than 0.1% of its
-    range (or 1e-3 where unbounded).
+    Continuous actions count as changed when some dimension moved by more than
+    ``CHANGE_TOLERANCE`` (5%) of its range (of 1 where unbounded): any observation
+    perturbation moves a continuous action a little, so a smaller tolerance would count
+    nearly every step. ``action_shift`` reports the size of the moves.
     """
     if isinstance(space, gym.spaces.Box):
-        span = (space.high - space.low).astype(np.float64).reshape(-1)
-        tol = np.where(np.isfinite(span) & (span > 0), 1e-3 * span, 1e-3)
-        d = np.abs(a.reshape(len(a), -1).astype(np.float64) - b.reshape(len(b), -1))
-        return np.asarray((d > tol).any(axis=1))
+        return _shift(space, a, b) > CHANGE_TOLERANCE
     d = a.reshape(len(a), -1) != b.reshape(len(b), -1)
     return np.asarray(d.any(axis=1))
 
@@ -103,6 +119,9 @@ def rollout(
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     changed = np.zeros(episodes, dtype=np.int64)
+    box = space if isinstance(space, gym.spaces.Box) else None
+    shifted = np.zeros(episodes) if box is not None else None
+    cur_shift = np.zeros(n)
     cur_ret = np.zeros(n)
     cur_len = np.zeros(n, dtype=np.int64)
     cur_chg = np.zeros(n, dtype=np.int64)
@@ -146,6 +165,8 @@ def rollout(
             actions[rows] = a
             if attack is not None:
                 cur_chg[rows] += _differs(space, a, clean)
+                if box is not None:
+                    cur_shift[rows] += _shift(box, a, clean)
         was_pending = pending_reset.copy()
         obs, reward, term, trunc, _ = venv.step(actions)
         cur_ret[rows] += np.asarray(reward, dtype=np.float64)[rows]
@@ -158,8 +179,10 @@ def rollout(
         for r in np.flatnonzero(ended):
             idx = r + done[r] * n
             returns[idx], lengths[idx], changed[idx] = cur_ret[r], cur_len[r], cur_chg[r]
+            if shifted is not None:
+                shifted[idx] = cur_shift[r]
             done[r] += 1
-        cur_ret[ended], cur_len[ended], cur_chg[ended] = 0.0, 0, 0
+        cur_ret[ended], cur_len[ended], cur_chg[ended], cur_shift[ended] = 0.0, 0, 0, 0.0
         if on_step is not None:
             on_step(int(rows.size), int(done.sum()))
         if ended.any():
@@ -171,4 +194,4 @@ def rollout(
                     attack.reset(np.flatnonzero(ended))
             elif attack is not None:  # SAME_STEP: obs already starts the next episode
                 attack.reset(np.flatnonzero(ended))
-    return EpisodeStats(returns, lengths, changed, moments)
+    return EpisodeStats(returns, lengths, changed, moments, shifted)

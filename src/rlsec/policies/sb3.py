@@ -110,19 +110,32 @@ def read_sb3_archive(raw: bytes) -> dict[str, bytes]:
     if total > _MAX_ARCHIVE_BYTES:
         raise UnsafeArtifact(f"archive expands to {total} bytes; at most {_MAX_ARCHIVE_BYTES}")
     members: dict[str, bytes] = {}
-    for name in ("data", "policy.pth"):
+    wanted = (
+        ("data", _MAX_DATA_BYTES),
+        ("policy.pth", _MAX_MEMBER_BYTES),
+        ("_stable_baselines3_version", 256),
+    )
+    for name, cap in wanted:
         if name not in seen:
+            if name.startswith("_"):
+                continue  # optional
+            if any(n.endswith("data.pkl") for n in seen):
+                # zipfile found the table of contents of the torch file nested inside
+                raise PolicyLoadError(
+                    "the archive is truncated or corrupt: its table of contents is that of the "
+                    "policy.pth nested inside it, not of a Stable-Baselines3 archive"
+                )
             raise PolicyLoadError(
                 f"archive has no {name!r} member; expected a Stable-Baselines3 archive with "
                 f"'data' and 'policy.pth', got {sorted(seen)}"
             )
         try:
             with zf.open(name) as f:
-                body = f.read(_MAX_MEMBER_BYTES + 1)
+                body = f.read(cap + 1)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise PolicyLoadError(f"archive member {name!r} is corrupt: {exc}") from None
-        if len(body) > _MAX_MEMBER_BYTES:
-            raise UnsafeArtifact(f"archive member {name!r} expands past its declared size")
+        if len(body) > cap:
+            raise UnsafeArtifact(f"archive member {name!r} is larger than the {cap} bytes allowed")
         members[name] = body
     return members
 
@@ -491,8 +504,12 @@ def from_sb3(
     if isinstance(act_space, gym.spaces.Discrete) and int(act_space.start) != 0:
         raise PolicyLoadError("Discrete action spaces with start != 0 are not supported")
     if env_spaces is not None:
-        check_same_space("observation space (environment vs archive)", env_spaces[0], obs_space)
-        check_same_space("action space (environment vs archive)", env_spaces[1], act_space)
+        check_same_space(
+            "observation space (environment vs archive)", env_spaces[0], obs_space, bounds=True
+        )
+        check_same_space(
+            "action space (environment vs archive)", env_spaces[1], act_space, bounds=True
+        )
     state = _load_weights(members["policy.pth"])
     algo, spec, params = _rebuild(state, data, obs_space, act_space)
     act_dim = int(np.prod(act_space.shape)) if isinstance(act_space, gym.spaces.Box) else 0

@@ -122,7 +122,8 @@ def describe_space(space: gym.Space[Any]) -> str:
     if isinstance(space, gym.spaces.Box):
         return f"Box(shape={tuple(space.shape)}, dtype={space.dtype})"
     if isinstance(space, gym.spaces.Discrete):
-        return f"Discrete({int(space.n)})"
+        start = int(space.start)
+        return f"Discrete({int(space.n)}, start={start})" if start else f"Discrete({int(space.n)})"
     if isinstance(space, gym.spaces.MultiDiscrete):
         return f"MultiDiscrete({space.nvec.tolist()})"
     if isinstance(space, gym.spaces.MultiBinary):
@@ -135,7 +136,8 @@ def check_same_space(
 ) -> None:
     """Raise :class:`SpaceMismatch` unless the two spaces have the same type and shape.
 
-    With ``bounds=True``, Box bounds must agree too (to float32 precision).
+    With ``bounds=True``, Box bounds must agree too (to float32 precision); the message then
+    names the bounds.
     """
     same = type(expected) is type(received)
     other: Any = received  # same type as ``expected`` whenever it is read below
@@ -147,12 +149,14 @@ def check_same_space(
                 and np.allclose(expected.high, other.high, rtol=1e-6, equal_nan=True)
             )
     elif same and isinstance(expected, gym.spaces.Discrete):
-        same = int(expected.n) == int(other.n)
+        same = int(expected.n) == int(other.n) and int(expected.start) == int(other.start)
     elif same and isinstance(expected, gym.spaces.MultiDiscrete):
         same = expected.nvec.tolist() == other.nvec.tolist()
     elif same and isinstance(expected, gym.spaces.MultiBinary):
         same = expected.shape == other.shape
     if not same:
-        raise SpaceMismatch(
-            f"{what}: expected {describe_space(expected)}, got {describe_space(received)}"
-        )
+        want, got = describe_space(expected), describe_space(received)
+        if want == got and isinstance(expected, gym.spaces.Box):  # only the bounds differ
+            want += f" with bounds [{expected.low.tolist()}, {expected.high.tolist()}]"
+            got += f" with bounds [{other.low.tolist()}, {other.high.tolist()}]"
+        raise SpaceMismatch(f"{what}: expected {want}, got {got}")

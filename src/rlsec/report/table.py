@@ -131,7 +131,11 @@ def results_table(results: Mapping[str, Any]) -> Table:
     policy = results.get("policy", {}).get("source")
     env = results.get("env")
     title = " on ".join(str(x) for x in (policy, env) if x) or None
-    table = Table(title=Text(f"red team: {title}") if title else None, show_lines=False)
+    table = Table(
+        title=Text(f"red team: {title}") if title else None,
+        caption="returns: mean ± half-width of the 95% confidence interval",
+        show_lines=False,
+    )
     for header, justify in (
         ("attack", "left"),
         ("surface", "left"),
@@ -208,7 +212,9 @@ def eps50_table(results: Mapping[str, Any]) -> Table:
     """
     threshold = results.get("eps50_threshold")
     caption = f"threshold: mean return < {fmt_num(threshold)}" if threshold is not None else None
-    table = Table(title="eps50 (smallest budget halving the return)", caption=caption)
+    table = Table(
+        title="eps50 (smallest budget whose return falls below the threshold)", caption=caption
+    )
     table.add_column("attack")
     table.add_column("eps50", justify="right")
     table.add_column("unit")
