@@ -90,14 +90,7 @@ class ObservationAttack(Attack):
         env_id: str | None = None,
         progress: Callable[[float], None] | None = None,
     ) -> None:
-        """Bind to a victim and a batch of ``num_envs`` environments.
-
-        Args:
-            scale: per-feature scale of ε (ones for raw units, clean std for ``std`` units).
-            horizon: the environment's episode step limit, for step-budgeted attacks.
-            env_id: the environment, for attacks that train against it.
-            progress: called with the fraction done during long preparation (training).
-        """
+        """See :meth:`rlsec.core.Attack.start`; builds the ε-ball and calls :meth:`_setup`."""
         self.check_applicable(policy)
         space = policy.observation_space
         assert isinstance(space, gym.spaces.Box)
