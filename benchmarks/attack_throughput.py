@@ -115,6 +115,8 @@ def main() -> None:
     )
     print(f"bare batched forward+backward: {passes} passes in {t_bare:.2f} s")
     print(f"(fastest of {args.repeats} interleaved repetitions each)")
+    if args.smoke:
+        print("smoke sizes (8 envs, 8 episodes): the ratios below are not comparable to the goals")
     print(f"ratio (a) campaign / single-env speed: {sps_campaign / sps_single:.1f}x (goal >= 20x)")
     print(f"ratio (b) campaign time / bare passes time: {t_campaign / t_bare:.2f}x (goal <= 1.5x)")
 
