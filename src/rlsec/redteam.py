@@ -98,7 +98,6 @@ def redteam(
         num_envs=num_envs,
         attack_params=attack_params or {},
     )
-    config.validate()
     results = run_campaign(policy, config, progress=progress)
     if out is not None:
         from rlsec.report import write_report

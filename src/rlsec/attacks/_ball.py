@@ -39,7 +39,8 @@ class Ball:
         self._movable = movable.astype(np.float64)
         self._has_fixed = not bool(movable.all())
         self._inv_scale = np.divide(1.0, self.scale, out=np.zeros_like(self.scale), where=movable)
-        self._radius = self.epsilon * self.scale  # per-feature linf radius, 0 where fixed
+        self.radius = self.epsilon * self.scale  # per-feature linf radius, 0 where fixed
+        self.radius32 = self.radius.astype(np.float32)
 
     # -- used inside optimisation loops (numpy: per-op cost is far below torch's on the
     # -- small batches of RL observations) ------------------------------------------------
@@ -81,7 +82,7 @@ class Ball:
         x0f = x0.reshape(b, -1).astype(np.float64)
         d = x.reshape(b, -1) - x0f
         if self.norm == "linf":
-            np.clip(d, -self._radius, self._radius, out=d)
+            np.clip(d, -self.radius, self.radius, out=d)
         else:
             n = np.linalg.norm(d * self._inv_scale, axis=1, keepdims=True)
             d *= np.minimum(1.0, self.epsilon / np.maximum(n, 1e-300))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from rlsec.attacks._ball import Ball
 from rlsec.core import DifferentiablePolicy
+from rlsec.policies.spaces import box_span
 
 __all__ = ["action_divergence", "optimise", "segments"]
 
@@ -31,12 +32,6 @@ def segments(policy: DifferentiablePolicy) -> list[int]:
     return []
 
 
-def _action_range(space: gym.spaces.Box) -> torch.Tensor:
-    span = (space.high - space.low).astype(np.float64).reshape(-1)
-    span = np.where(np.isfinite(span) & (span > 0), span, 1.0)
-    return torch.as_tensor(span, dtype=torch.float32)
-
-
 def action_divergence(
     policy: DifferentiablePolicy, clean_out: torch.Tensor, kind: str
 ) -> Objective:
@@ -51,7 +46,7 @@ def action_divergence(
     space = policy.action_space
     clean = clean_out.detach()
     if isinstance(space, gym.spaces.Box):
-        span = _action_range(space)
+        span = torch.as_tensor(box_span(space), dtype=torch.float32)
 
         def cont(x: torch.Tensor) -> torch.Tensor:
             diff: torch.Tensor = (module(x) - clean).flatten(1) / span
@@ -131,9 +126,21 @@ def optimise(
         return _optimise(objective, x0, ball, steps, step_size, rng, random_start, sgld_noise)
 
 
-def _best(x0: np.ndarray, deltas: list[np.ndarray], values: list[np.ndarray]) -> np.ndarray:
-    """Each row's best iterate (the first one on ties), as an observation batch."""
+def _best(
+    objective: Objective,
+    x0: np.ndarray,
+    d: np.ndarray,
+    deltas: list[np.ndarray],
+    values: list[np.ndarray],
+) -> np.ndarray:
+    """Evaluate the last iterate ``x0 + d``, then return each row's best iterate (the first
+    one on ties) as an observation batch."""
     b = x0.shape[0]
+    with torch.no_grad():
+        values.append(
+            objective(torch.from_numpy((x0.reshape(b, -1) + d).reshape(x0.shape))).numpy()
+        )
+    deltas.append(d)
     pick = np.argmax(np.stack(values), axis=0)
     best = np.stack(deltas)[pick, np.arange(b)]
     out: np.ndarray = (x0.reshape(b, -1) + best).reshape(x0.shape)
@@ -157,7 +164,7 @@ def _pgd_linf(
 ) -> np.ndarray:
     b = x0.shape[0]
     flat = x0.reshape(b, -1)
-    radius = (ball.epsilon * ball.scale).astype(np.float32)  # per-feature linf radius
+    radius = ball.radius32  # per-feature linf radius
     stride = (step_size * ball.scale).astype(np.float32)
     d = ball.random_start(flat.shape, rng) * ball.scale32 if random_start else np.zeros_like(flat)
     deltas, values = [], []
@@ -171,10 +178,7 @@ def _pgd_linf(
         d = d + np.copysign(stride, gx.numpy().reshape(b, -1))
         np.minimum(d, radius, out=d)
         np.maximum(d, -radius, out=d)
-    with torch.no_grad():
-        values.append(objective(torch.from_numpy((flat + d).reshape(x0.shape))).numpy())
-    deltas.append(d)
-    return _best(x0, deltas, values)
+    return _best(objective, x0, d, deltas, values)
 
 
 def _optimise(
@@ -208,7 +212,4 @@ def _optimise(
             grad = grad + np.float32(sgld_noise / (i + 2)) * noise
         u = ball.step(u, grad, step_size)
     d = u * scale
-    with torch.no_grad():
-        values.append(objective(torch.from_numpy((flat + d).reshape(x0.shape))).numpy())
-    deltas.append(d)
-    return _best(x0, deltas, values)
+    return _best(objective, x0, d, deltas, values)

@@ -10,7 +10,7 @@ episode length.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +22,7 @@ from rlsec.attacks.observation import ObservationAttack
 from rlsec.core import Attack, Policy
 from rlsec.errors import ConfigError
 from rlsec.evaluate.stats import RunningMoments
+from rlsec.policies.spaces import box_span
 
 __all__ = ["EpisodeStats", "rollout"]
 
@@ -37,7 +38,6 @@ class EpisodeStats:
     #: continuous actions: per episode, the sum over steps of the largest per-dimension
     #: move of the executed action from the clean one, in units of the action range
     action_shift: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def action_change_rate(self) -> float:
@@ -48,27 +48,14 @@ class EpisodeStats:
 CHANGE_TOLERANCE = 0.05
 
 
-def _span(space: gym.spaces.Box) -> np.ndarray:
-    span = (space.high - space.low).astype(np.float64).reshape(-1)
-    return np.where(np.isfinite(span) & (span > 0), span, 1.0)
-
-
-def _shift(space: gym.spaces.Box, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row, the largest per-dimension move from ``b`` to ``a`` in units of the range."""
-    d = np.abs(a.reshape(len(a), -1).astype(np.float64) - b.reshape(len(b), -1)) / _span(space)
+def _shift(span: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, the largest per-dimension move from ``b`` to ``a`` in units of ``span``."""
+    d = np.abs(a.reshape(len(a), -1).astype(np.float64) - b.reshape(len(b), -1)) / span
     return np.asarray(d.max(axis=1)) if d.shape[1] else np.zeros(len(a))
 
 
-def _differs(space: gym.Space[Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rows where the executed action differs from the clean one.
-
-    Continuous actions count as changed when some dimension moved by more than
-    ``CHANGE_TOLERANCE`` (5%) of its range (of 1 where unbounded): any observation
-    perturbation moves a continuous action a little, so a smaller tolerance would count
-    nearly every step. ``action_shift`` reports the size of the moves.
-    """
-    if isinstance(space, gym.spaces.Box):
-        return _shift(space, a, b) > CHANGE_TOLERANCE
+def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows where a discrete executed action differs from the clean one."""
     d = a.reshape(len(a), -1) != b.reshape(len(b), -1)
     return np.asarray(d.any(axis=1))
 
@@ -119,8 +106,12 @@ def rollout(
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     changed = np.zeros(episodes, dtype=np.int64)
-    box = space if isinstance(space, gym.spaces.Box) else None
-    shifted = np.zeros(episodes) if box is not None else None
+    # Continuous actions count as changed when some dimension moved by more than
+    # CHANGE_TOLERANCE (5%) of its range (of 1 where unbounded): any observation perturbation
+    # moves a continuous action a little, so a smaller tolerance would count nearly every
+    # step. action_shift reports the size of the moves.
+    span = box_span(space) if isinstance(space, gym.spaces.Box) else None
+    shifted = np.zeros(episodes) if span is not None else None
     cur_shift = np.zeros(n)
     cur_ret = np.zeros(n)
     cur_len = np.zeros(n, dtype=np.int64)
@@ -163,10 +154,12 @@ def rollout(
                 if act_attack is not None:
                     a = act_attack.perturb_action(x, clean, rows)
             actions[rows] = a
-            if attack is not None:
-                cur_chg[rows] += _differs(space, a, clean)
-                if box is not None:
-                    cur_shift[rows] += _shift(box, a, clean)
+            if attack is not None and span is not None:
+                moved = _shift(span, a, clean)
+                cur_chg[rows] += moved > CHANGE_TOLERANCE
+                cur_shift[rows] += moved
+            elif attack is not None:
+                cur_chg[rows] += _differs(a, clean)
         was_pending = pending_reset.copy()
         obs, reward, term, trunc, _ = venv.step(actions)
         cur_ret[rows] += np.asarray(reward, dtype=np.float64)[rows]

@@ -18,7 +18,7 @@ import numpy as np
 
 from rlsec.errors import PolicyLoadError, SpaceMismatch
 
-__all__ = ["check_same_space", "describe_space", "space_from_json", "space_to_json"]
+__all__ = ["box_span", "check_same_space", "describe_space", "space_from_json", "space_to_json"]
 
 _DTYPES = {
     "float16",
@@ -160,3 +160,15 @@ def check_same_space(
             want += f" with bounds [{expected.low.tolist()}, {expected.high.tolist()}]"
             got += f" with bounds [{other.low.tolist()}, {other.high.tolist()}]"
         raise SpaceMismatch(f"{what}: expected {want}, got {got}")
+
+
+def box_span(space: gym.spaces.Box) -> np.ndarray:
+    """Per-dimension width ``high - low`` of a Box, flattened; 1 where unbounded or empty.
+
+    Example:
+        >>> low, high = np.array([-2, 0], np.float32), np.array([2, np.inf], np.float32)
+        >>> box_span(gym.spaces.Box(low, high, dtype=np.float32)).tolist()
+        [4.0, 1.0]
+    """
+    span = (space.high - space.low).astype(np.float64).reshape(-1)
+    return np.where(np.isfinite(span) & (span > 0), span, 1.0)
