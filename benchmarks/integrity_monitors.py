@@ -9,9 +9,11 @@ scripts/calibrate_monitors.py, other seeds), trains:
     actor's weights, and (DQN) transitions written straight into the replay buffer.
 Reports per attack: true-positive rate (runs with a finding of the check that guards the
 attacked surface at or after the onset), detection latency in environment steps (median
-over detected runs), and on clean runs the false-positive rate per run and per window.
+over detected runs), and on clean runs (held-out seeds) the false-positive rate per run and,
+per check, per window with its exact 95% interval next to the rate the calibration states.
 
-Usage: python benchmarks/integrity_monitors.py [--tasks ppo,dqn] [--seeds 3] [--smoke]
+Usage: python benchmarks/integrity_monitors.py [--tasks ppo,dqn] [--seeds 3] [--clean-seeds N]
+       [--only NAME] [--no-clean] [--smoke]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rlsec.attacks.reward import make_reward_attack
 from rlsec.defenses import TrainConfig, train_policy
 from rlsec.defenses.monitors import CHECKS, IntegrityMonitor
 from rlsec.defenses.training import shipped_thresholds
+from rlsec.evaluate.stats import proportion_ci
 
 ENV = "CartPole-v1"
 
@@ -191,6 +194,9 @@ def main() -> None:
     )
     parser.add_argument("--tasks", default="ppo,dqn")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--clean-seeds", type=int, default=None, help="clean runs (default: --seeds)"
+    )
     parser.add_argument("--onset", type=float, default=0.3)
     parser.add_argument("--only", default="", help="run only attacks whose name contains this")
     parser.add_argument("--no-clean", action="store_true", help="skip the clean runs")
@@ -199,22 +205,30 @@ def main() -> None:
     steps: int | None = None
     hp: dict[str, Any] = {}
     if args.smoke:
-        args.seeds, steps = 1, 2048
+        args.seeds, args.clean_seeds, steps = 1, 1, 2048
         hp = {"learning_starts": 256} if "dqn" in args.tasks else {}
     t0 = time.perf_counter()
     rows = []
+    fpr_rows: list[tuple[str, ...]] = []
     calibrated = [c for c in CHECKS]
     for algo in args.tasks.split(","):
         if shipped_thresholds(algo, ENV) is None:
             print(f"no shipped thresholds for {algo} on {ENV}: run scripts/calibrate_monitors.py")
             continue
-        fp_runs, fp_windows, windows_total = 0, 0, 0
-        for s in range(0 if args.no_clean else args.seeds):
-            m, _, windows = run(algo, 2000 + s, steps, None, args.onset, hp)
+        thresholds = shipped_thresholds(algo, ENV)
+        assert thresholds is not None
+        fp_runs, clean_runs = 0, 0
+        alarms = dict.fromkeys(thresholds.values, 0)
+        windows = dict.fromkeys(thresholds.values, 0)
+        n_clean = args.seeds if args.clean_seeds is None else args.clean_seeds
+        for s in range(0 if args.no_clean else n_clean):
+            m, _, _ = run(algo, 2000 + s, steps, None, args.onset, hp)
             false = [f for f in m.findings if f.detector in calibrated]
             fp_runs += bool(false)
-            fp_windows += len(false)
-            windows_total += windows
+            clean_runs += 1
+            for check in alarms:
+                alarms[check] += sum(f.detector == check for f in false)
+                windows[check] += len(m.scores[check])
             print(
                 json.dumps(
                     {
@@ -226,16 +240,30 @@ def main() -> None:
                 ),
                 flush=True,
             )
-        rows.append(
-            (
-                algo,
-                "clean training",
-                "-",
-                f"{fp_runs}/{args.seeds} runs",
-                f"{fp_windows}/{windows_total} windows",
-                "-",
+        if clean_runs:
+            total_alarms, total_windows = sum(alarms.values()), sum(windows.values())
+            rows.append(
+                (
+                    algo,
+                    "clean training",
+                    "all calibrated",
+                    f"{fp_runs}/{clean_runs} runs with a false alarm",
+                    f"{total_alarms}/{total_windows} windows",
+                    "-",
+                )
             )
-        )
+            for check in sorted(alarms):
+                if windows[check]:
+                    lo, hi = proportion_ci(alarms[check], windows[check])
+                    fpr_rows.append(
+                        (
+                            algo,
+                            check,
+                            f"{thresholds.bounds.get(check, thresholds.fpr):.3g}",
+                            f"{alarms[check]}/{windows[check]}",
+                            f"{alarms[check] / windows[check]:.4f} [{lo:.4f}, {hi:.4f}]",
+                        )
+                    )
         for name, (checks, setup, algos) in ATTACKS.items():
             if algo not in algos or args.only not in name:
                 continue
@@ -274,6 +302,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    if fpr_rows:
+        print("\nFalse alarms on held-out clean runs, per check and window:\n")
+        print("| learner | check | calibrated rate | windows alarmed | rate [95% CI] |")
+        print("|---|---|---|---|---|")
+        for r in fpr_rows:
+            print("| " + " | ".join(r) + " |")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

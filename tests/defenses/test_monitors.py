@@ -15,7 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from helpers import GenericTestEnv
 from rlsec.core import Severity, Surface
-from rlsec.defenses.monitors import IntegrityMonitor, Thresholds, calibrate
+from rlsec.defenses.monitors import SCORING, IntegrityMonitor, LogZ, Thresholds, calibrate
 from rlsec.errors import ConfigError
 
 
@@ -28,17 +28,50 @@ def test_calibrated_threshold_keeps_clean_false_alarms_within_the_rate(
     xs: list[float], fpr: float
 ) -> None:
     t = calibrate({"reward-outlier": xs}, fpr)
-    over = sum(x > t.values["reward-outlier"] for x in xs)
-    assert over <= fpr * len(xs)
-    assert t.samples["reward-outlier"] == len(xs)
+    limit, n = t.values["reward-outlier"], len(xs)
+    assert t.samples["reward-outlier"] == n
+    # conformal: counting the new score as one more sample, at most a fraction fpr of the
+    # n + 1 exceed the threshold (every new score exceeding it included)
+    assert sum(x > limit for x in xs) + 1 <= max(fpr, t.bounds["reward-outlier"]) * (n + 1) + 1e-9
+    # and it is the smallest such order statistic: one step lower breaks the rate
+    below = [x for x in sorted(set(xs)) if x < limit]
+    if below and t.bounds["reward-outlier"] == fpr:
+        assert sum(x > below[-1] for x in xs) + 1 > fpr * (n + 1)
+    assert t.bounds["reward-outlier"] == (fpr if n + 1 >= 1 / fpr - 1e-9 else 1 / (n + 1)) or (
+        t.bounds["reward-outlier"] == fpr
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.001, 0.2), st.integers(0, 10_000))
+def test_held_out_false_alarm_rate_matches_the_calibrated_rate(fpr: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    t = calibrate({"update-kl": rng.standard_normal(4000).tolist()}, fpr)
+    held_out = rng.standard_normal(20000)
+    rate = float(np.mean(held_out > t.values["update-kl"]))
+    assert rate <= fpr + 4 * np.sqrt(fpr / 20000) + 3 * fpr / np.sqrt(4000 * fpr)
+
+
+def test_log_z_scores_jumps_not_the_scale_of_a_run() -> None:
+    rng = np.random.default_rng(0)
+    for scale in (1e-3, 1.0, 1e4):  # a run whose values are 10^7 apart scores alike
+        z = LogZ(halflife=200, warmup=20)
+        scores = [z(scale * v) for v in np.exp(0.1 * rng.standard_normal(500))]
+        assert all(s is None for s in scores[:20])
+        assert max(s for s in scores[20:] if s is not None) < 5
+        jump = z(scale * 3.0)  # log(3) is 11 std of log-noise 0.1
+        assert jump is not None and jump > 8
 
 
 def test_thresholds_round_trip_and_refuse_unknown_checks(tmp_path: Any) -> None:
     t = calibrate({"update-kl": [0.01, 0.02, 0.03]}, 0.1, source="test")
+    assert t.bounds == {"update-kl": 0.25}  # 3 windows support no better than 1/4
     t.save(tmp_path / "t.json")
     assert Thresholds.load(tmp_path / "t.json") == t
     with pytest.raises(ConfigError, match="unknown checks"):
-        Thresholds.from_dict({"values": {"nope": 1.0}, "fpr": 0.1})
+        Thresholds.from_dict({"scoring": SCORING, "values": {"nope": 1.0}, "fpr": 0.1})
+    with pytest.raises(ConfigError, match="recalibrate"):  # thresholds of an older scoring
+        Thresholds.from_dict({"values": {"update-kl": 1.0}, "fpr": 0.1})
     with pytest.raises(ConfigError, match="fpr"):
         calibrate({"update-kl": [1.0]}, 1.5)
 
@@ -182,6 +215,36 @@ def test_every_optimiser_step_is_scored() -> None:
         "MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=3, seed=0, device="cpu"
     )
     model.learn(128, callback=monitor)
-    assert len(monitor.scores["update-grad-norm"]) == 2 * 3 * 2  # rollouts x epochs x batches
-    assert all(v > 0 for v in monitor.scores["update-grad-norm"])
-    assert len(monitor.scores["update-kl"]) >= 1
+    assert monitor.grad_norms == 2 * 3 * 2  # rollouts x epochs x batches
+
+
+def test_update_scores_are_one_per_window_and_a_weight_jump_stands_out() -> None:
+    class Tamper(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 2048:
+                with torch.no_grad():
+                    for p in self.model.policy.action_net.parameters():
+                        p.mul_(20.0)  # the logits blow up: the next update is a big step
+            return True
+
+    def run(callbacks: list[BaseCallback]) -> IntegrityMonitor:
+        monitor = IntegrityMonitor(window=256, update_warmup=10)
+        PPO(
+            "MlpPolicy",
+            "CartPole-v1",
+            n_steps=128,
+            batch_size=64,
+            n_epochs=4,
+            seed=0,
+            device="cpu",
+        ).learn(3072, callback=[*callbacks, monitor])
+        return monitor
+
+    clean, tampered = run([]), run([Tamper()])
+    # 12 windows of 256 steps; update scores start once 10 updates have been seen
+    assert 8 <= len(clean.scores["update-grad-norm"]) <= 12
+    assert len(clean.scores["update-clip-fraction"]) == 12
+    assert len(clean.scores["update-kl"]) <= 12
+    assert clean.scores["update-kl"][:2] == tampered.scores["update-kl"][:2]  # same until 2048
+    jump = max(tampered.scores["update-kl"])
+    assert jump > 3 * max(clean.scores["update-kl"]) and jump > 5

@@ -1,7 +1,8 @@
 """Integrity monitors for the training loop: they watch what the learner is fed and how it
 changes, and report :class:`~rlsec.core.Finding` s.
 
-Checks (each yields a score per window; a score above its calibrated threshold is a finding):
+Checks (each yields one score per window of ``window`` environment steps, drift one per
+drift check; a score above its calibrated threshold is a finding):
 
 * ``reward-outlier`` (reward surface): the largest |z-score| of a reward in the window, from
   O(1) running moments of the rewards seen so far (Welford).
@@ -9,8 +10,11 @@ Checks (each yields a score per window; a score above its calibrated threshold i
   window, in units of the running mean change of that feature: physically impossible jumps
   stand out.
 * ``update-kl``, ``update-clip-fraction`` (parameters surface): PPO's approximate KL and clip
-  fraction of each update (SB3's own log), and ``update-grad-norm``, the gradient norm of each
-  optimiser step before clipping.
+  fraction of each update (SB3's own log), and ``update-grad-norm``, the gradient norm of every
+  optimiser step before clipping. KL and gradient norm are scored relative to the run itself:
+  the z-score of the value's logarithm against exponentially weighted moments of the run's
+  earlier values (:class:`LogZ`), because their scale differs from seed to seed by more than an
+  attack moves them. The window's score is the largest over its updates.
 * ``drift-reference`` (parameters surface): the fraction of fixed probe states on which the
   policy's action differs from a fixed reference policy's (slow drift accumulates here, where a
   comparison with the previous snapshot alone would miss it), and ``drift-step``, the same
@@ -21,14 +25,17 @@ Hard checks need no calibration and always report: non-finite or out-of-space ob
 non-finite rewards, and replay-buffer accounting (more transitions entered the buffer than the
 environment produced: something wrote into it directly).
 
-Thresholds come from clean runs (:func:`calibrate`): per check, the ``1 - fpr`` quantile of the
-scores of clean training, so each check raises false alarms on about ``fpr`` of clean windows.
+Thresholds come from clean runs (:func:`calibrate`): per check, the conformal ``1 - fpr``
+quantile of the windows' scores in clean training (the ``ceil((n + 1)(1 - fpr))``-th smallest of
+``n``), so a window of a new clean run, exchangeable with the calibration runs, exceeds it with
+probability at most ``fpr``. With too few windows for the rate the threshold is the largest clean
+score and the rate it supports, ``1 / (n + 1)``, is recorded per check (``Thresholds.bounds``).
 A check that crashes is reported as a high-severity finding, never as a pass.
 
 Example:
-    >>> t = calibrate({"update-kl": [0.01, 0.02, 0.03, 0.5]}, fpr=0.5)
-    >>> t.values["update-kl"]
-    0.03
+    >>> t = calibrate({"update-kl": [0.01, 0.02, 0.03, 0.5]}, fpr=0.4)
+    >>> t.values["update-kl"], t.bounds["update-kl"]
+    (0.03, 0.4)
 """
 
 from __future__ import annotations
@@ -51,7 +58,9 @@ from rlsec.evaluate.stats import RunningMoments
 
 __all__ = [
     "CHECKS",
+    "SCORING",
     "IntegrityMonitor",
+    "LogZ",
     "Thresholds",
     "calibrate",
 ]
@@ -67,35 +76,52 @@ CHECKS: dict[str, Surface] = {
     "drift-step": Surface.PARAMETERS,
 }
 
+#: How scores are computed. Thresholds calibrated under another scoring do not apply.
+SCORING = 2
+
 
 @dataclass
 class Thresholds:
-    """Per-check thresholds and how they were obtained."""
+    """Per-check thresholds and how they were obtained.
+
+    ``bounds[check]`` is the per-window false-positive rate the calibration supports for that
+    check: ``fpr`` when there were enough clean windows, else ``1 / (samples + 1)``.
+    """
 
     values: dict[str, float]
     fpr: float
     samples: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    bounds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "scoring": SCORING,
             "values": self.values,
             "fpr": self.fpr,
+            "bounds": self.bounds,
             "samples": self.samples,
             "source": self.source,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Thresholds:
+        scoring = d.get("scoring") if isinstance(d, Mapping) else None
+        if scoring != SCORING:
+            raise ConfigError(
+                f"thresholds calibrated for scoring version {scoring!r}; this rlsec scores "
+                f"version {SCORING}: recalibrate them (scripts/calibrate_monitors.py)"
+            )
         try:
             values = {str(k): float(v) for k, v in dict(d["values"]).items()}
             fpr = float(d["fpr"])
+            bounds = {str(k): float(v) for k, v in dict(d.get("bounds", {})).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"thresholds need 'values' and 'fpr': {exc}") from None
-        unknown = sorted(set(values) - set(CHECKS))
+        unknown = sorted((set(values) | set(bounds)) - set(CHECKS))
         if unknown:
             raise ConfigError(f"unknown checks {unknown}; expected some of {sorted(CHECKS)}")
-        return cls(values, fpr, dict(d.get("samples", {})), str(d.get("source", "")))
+        return cls(values, fpr, dict(d.get("samples", {})), str(d.get("source", "")), bounds)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -109,21 +135,64 @@ class Thresholds:
 
 
 def calibrate(scores: Mapping[str, list[float]], fpr: float, source: str = "") -> Thresholds:
-    """Thresholds at the ``1 - fpr`` quantile of clean scores, per check.
+    """Per check, the conformal ``1 - fpr`` quantile of its clean window scores.
 
-    With fewer than ``1/fpr`` clean windows the quantile is the largest clean score, and the
-    achieved false-positive rate is only known to be below ``1/samples``.
+    The threshold is the ``k = ceil((n + 1)(1 - fpr))``-th smallest of the ``n`` clean scores
+    (split conformal prediction): a new exchangeable clean score exceeds it with probability at
+    most ``fpr``. When ``k > n`` the threshold is the largest clean score and the bound it
+    supports, ``1 / (n + 1)``, is recorded in ``bounds``.
     """
     if not 0.0 < fpr < 1.0:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
-    values, samples = {}, {}
+    values, samples, bounds = {}, {}, {}
     for name, xs in scores.items():
-        arr = np.asarray([x for x in xs if math.isfinite(x)], dtype=float)
+        arr = np.sort(np.asarray([x for x in xs if math.isfinite(x)], dtype=float))
         if arr.size == 0:
             continue
-        values[name] = float(np.quantile(arr, 1.0 - fpr, method="higher"))
-        samples[name] = int(arr.size)
-    return Thresholds(values, fpr, samples, source)
+        n = int(arr.size)
+        # the small slack keeps (n + 1)(1 - fpr) from rounding up past an exact integer
+        k = math.ceil((n + 1) * (1.0 - fpr) - 1e-9)
+        values[name] = float(arr[min(k, n) - 1])
+        samples[name] = n
+        bounds[name] = fpr if k <= n else 1.0 / (n + 1)
+    return Thresholds(values, fpr, samples, source, bounds)
+
+
+class LogZ:
+    """One-sided z-score of ``log(x)`` against exponentially weighted moments of the values
+    seen before it, in O(1) memory. ``None`` until ``warmup`` values have been seen.
+
+    The first values are averaged equally (weight ``1/n``); from then on older values fade with
+    the given half-life (in values), so the score follows slow, legitimate trends of training
+    and stands out on sudden jumps.
+
+    Example:
+        >>> z = LogZ(halflife=100, warmup=3)
+        >>> [z(v) for v in (1.0, 1.1, 0.9)]
+        [None, None, None]
+        >>> z(1.0) < 1.0 < 5.0 < z(100.0)
+        True
+    """
+
+    def __init__(self, halflife: float, warmup: int) -> None:
+        self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        self.warmup = int(warmup)
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+
+    def __call__(self, x: float) -> float | None:
+        lx = math.log(max(float(x), 1e-12))
+        z = None
+        if self.n >= self.warmup:
+            sd = math.sqrt(self.var)
+            z = (lx - self.mean) / sd if sd > 0 else (0.0 if lx <= self.mean else math.inf)
+        a = max(self.alpha, 1.0 / (self.n + 1))
+        d = lx - self.mean
+        self.mean += a * d
+        self.var = (1.0 - a) * (self.var + a * d * d)
+        self.n += 1
+        return z
 
 
 def _base_callback() -> type:
@@ -145,6 +214,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         rollback: on a drift or update finding, restore the last snapshot that passed.
         findings_path: append each finding there as a JSON line.
         warmup: reward/transition steps before z-scores count (the moments settle first).
+        update_warmup: optimiser steps (gradient norm) or updates (KL) before those count.
         probe_size: observations collected from the first steps as the drift probe.
         halt: stop training at the first finding of this severity or worse (hard checks
             and crashed checks are HIGH; calibrated checks MEDIUM); ``None`` never stops.
@@ -157,10 +227,11 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         window: int = 1024,
         probe: np.ndarray | None = None,
         reference: Any = None,
-        drift_every: int = 5000,
+        drift_every: int = 2048,
         rollback: bool = False,
         findings_path: str | os.PathLike[str] | None = None,
         warmup: int = 256,
+        update_warmup: int = 20,
         probe_size: int = 256,
         halt: Severity | None = Severity.HIGH,
     ) -> None:
@@ -191,6 +262,10 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         self._good_step = 0
         self._next_drift = 0
         self._grad_sq = 0.0
+        self.grad_norms = 0
+        self._grad_z = LogZ(halflife=500, warmup=update_warmup)
+        self._kl_z = LogZ(halflife=50, warmup=update_warmup)
+        self._pending: dict[str, float] = {}
         self._hooks: list[Any] = []
         self.rollbacks = 0
         self.halt = halt
@@ -265,6 +340,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         self._next_drift = self.num_timesteps + self.drift_every
 
     def _on_training_end(self) -> None:
+        self._flush_updates()
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -276,8 +352,19 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         norm = math.sqrt(self._grad_sq)
         self._grad_sq = 0.0
-        if self._score("update-grad-norm", norm) and self.rollback:
-            self._restore("update-grad-norm")
+        self.grad_norms += 1
+        self._pend("update-grad-norm", self._grad_z(norm) if math.isfinite(norm) else math.inf)
+
+    def _pend(self, name: str, value: float | None) -> None:
+        """Fold an update's score into its window's maximum (scored at the window's end)."""
+        if value is not None:
+            self._pending[name] = max(self._pending.get(name, -math.inf), value)
+
+    def _flush_updates(self) -> None:
+        alarmed = [name for name, v in sorted(self._pending.items()) if self._score(name, v)]
+        self._pending = {}
+        if alarmed and self.rollback:
+            self._restore(", ".join(alarmed))
 
     def _on_step(self) -> bool:
         self._guard("transition-validation", Surface.DATA, self._check_transitions)
@@ -349,6 +436,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
             if self._jump is not None and self._jump.n > self.warmup:
                 self._score("transition-jump", self._win_jump)
             self._win_steps, self._win_reward, self._win_jump = 0, 0.0, 0.0
+            self._flush_updates()
 
     def _check_buffer(self, *, after_step: bool = True) -> None:
         """SB3 stores one row per vector step, right after this callback's ``on_step``: the
@@ -376,12 +464,10 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
 
     def _check_update_log(self) -> None:
         values = getattr(self.model.logger, "name_to_value", {})
-        for key, name in (
-            ("train/approx_kl", "update-kl"),
-            ("train/clip_fraction", "update-clip-fraction"),
-        ):
-            if key in values and self._score(name, float(values[key])) and self.rollback:
-                self._restore(name)
+        if "train/approx_kl" in values:
+            self._pend("update-kl", self._kl_z(float(values["train/approx_kl"])))
+        if "train/clip_fraction" in values:
+            self._pend("update-clip-fraction", float(values["train/clip_fraction"]))
 
     def _actions(self) -> np.ndarray:
         assert self._probe is not None

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["RunningMoments", "env_seed", "eps50", "mean_ci", "summarize_returns"]
+__all__ = [
+    "RunningMoments",
+    "env_seed",
+    "eps50",
+    "mean_ci",
+    "proportion_ci",
+    "summarize_returns",
+]
 
 
 def mean_ci(
@@ -36,6 +43,20 @@ def mean_ci(
         return m, [m, m]
     half = float(stats.t.ppf(0.5 + level / 2, df=x.size - 1)) * sd / math.sqrt(x.size)
     return m, [m - half, m + half]
+
+
+def proportion_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion.
+
+    Example:
+        >>> lo, hi = proportion_ci(0, 100)
+        >>> lo, round(hi, 4)
+        (0.0, 0.0362)
+    """
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes}/{trials}")
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(level, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def eps50(budgets: Sequence[float], means: Sequence[float], threshold: float) -> float | None:
