@@ -52,6 +52,7 @@ ZOO_TASKS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "pendulum-sac": ("sac", "Pendulum-v1", {}),
     # slippery: a 10-episode evaluation is too noisy to pick the best checkpoint from
     "frozenlake-ppo": ("ppo", "FrozenLake-v1", {"eval_episodes": 200}),
+    "plant-ppo": ("ppo", "rlsec/SlipperyPlant-v0", {"eval_episodes": 200}),
 }
 RECIPES: dict[str, dict[str, Any]] = {
     name: {**TRAINING_RECIPES[(algo, env)], "env": env, "algo": algo.upper(), **extra}

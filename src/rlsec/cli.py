@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -85,6 +86,13 @@ def _redteam(
     threads: Annotated[
         int, typer.Option(help="torch threads (1 is fastest for small policies).")
     ] = 1,
+    defense: Annotated[
+        str | None,
+        typer.Option(
+            help="Attack the policy wrapped in an inference-time defense, e.g. "
+            "smoothing:sigma=0.2,n=100 (sigma in --eps-unit unless unit=raw|std is given)."
+        ),
+    ] = None,
 ) -> None:
     """Attack a policy with every inference-time attack at several budgets; report the damage."""
     import torch
@@ -127,6 +135,7 @@ def _redteam(
             episodes=episodes,
             seeds=[seed + i for i in range(seeds)],
             num_envs=num_envs,
+            defense=defense,
             out=out,
             progress=progress,
         )
@@ -304,6 +313,134 @@ def _poison(
     out_console.print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
 
 
+@app.command("verify")
+def _verify(
+    prop: Annotated[
+        str, typer.Option("--property", help="PCTL property, e.g. 'P=? [F \"unsafe\"]'.")
+    ],
+    policy: Annotated[
+        str | None, typer.Option(help="zoo:NAME or a policy directory (with --env).")
+    ] = None,
+    env: Annotated[str | None, typer.Option(help="A finite Gymnasium environment id.")] = None,
+    prism: Annotated[Path | None, typer.Option(help="A PRISM file, checked as written.")] = None,
+    attack_radius: Annotated[
+        float | None,
+        typer.Option(
+            help="Observation attacker's budget: states (index observations) or raw linf "
+            "(feature vectors). Needs Pmax/Pmin."
+        ),
+    ] = None,
+    stochastic: Annotated[
+        bool, typer.Option(help="Keep the policy's action probabilities (logits policies).")
+    ] = False,
+    all_states: Annotated[bool, typer.Option(help="Print and save every state's value.")] = False,
+    counterexample: Annotated[
+        str | None, typer.Option(help="Draw the most probable path into this label.")
+    ] = None,
+    strategy: Annotated[
+        Path | None, typer.Option(help="Write the attacker's optimal strategy (JSON) here.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="crown or ibp (feature-vector attacks).")] = "crown",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+) -> None:
+    """Model-check a policy in a finite environment with Storm (or a PRISM model as written)."""
+    import json
+
+    from rlsec.verify.run import verify
+
+    doc = verify(
+        prop=prop,
+        policy=policy,
+        env_id=env,
+        prism=prism,
+        attack_radius=attack_radius,
+        stochastic=stochastic,
+        all_states=all_states,
+        counterexample_label=counterexample,
+        strategy_out=strategy,
+        method=method,
+    )
+    secs = doc["seconds"]
+    out_console.print(f"{doc['property']}: [bold]{doc['result']}[/bold]", highlight=False)
+    out_console.print(
+        f"{doc['states']} states, {doc['transitions']} transitions; "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items()),
+        highlight=False,
+    )
+    if doc.get("attack"):
+        a = doc["attack"]
+        out_console.print(
+            f"under attack: radius {a['radius']:g} ({a['unit']}), {a['mdp_choices']} attacker "
+            f"choices ({a['choices']})",
+            highlight=False,
+        )
+    if all_states and "values" in doc:
+        out_console.print(
+            " ".join(f"{v:.4g}" if not isinstance(v, bool) else str(v) for v in doc["values"]),
+            highlight=False,
+        )
+    ce = doc.get("counterexample")
+    if ce:
+        out_console.print(
+            f"most probable path into {ce['label']!r} (probability {ce['path_probability']:.3g}): "
+            + " -> ".join(step["name"] for step in ce["path"]),
+            highlight=False,
+        )
+        if "picture" in ce:
+            out_console.print(escape(ce["picture"]), highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        out_console.print(f"wrote {json_out}")
+    if doc["result"] is False:
+        raise typer.Exit(1)
+
+
+@app.command("certify")
+def _certify(
+    policy: Annotated[str, typer.Option(help="zoo:NAME or a policy directory.")],
+    env: Annotated[str, typer.Option(help="Gymnasium environment id (states from rollouts).")],
+    json_out: Annotated[Path, typer.Option("--json", help="Write the certificates here.")],
+    states: Annotated[int, typer.Option(help="States visited by clean rollouts.")] = 1000,
+    method: Annotated[str, typer.Option(help="crown, ibp or smoothing.")] = "crown",
+    eps: Annotated[
+        str | None, typer.Option(help="Comma-separated ε at which to report certified shares.")
+    ] = None,
+    eps_unit: Annotated[str, typer.Option(help="std or raw.")] = "std",
+    sigma: Annotated[float, typer.Option(help="Smoothing noise (in --eps-unit).")] = 0.25,
+    samples: Annotated[int, typer.Option(help="Smoothing Monte Carlo copies per state.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the rollouts and the noise.")] = 0,
+) -> None:
+    """Certify a policy's per-state robustness: certified radii and certified shares per ε."""
+    import json
+
+    from rlsec.verify.run import certify
+
+    doc = certify(
+        policy=policy,
+        env_id=env,
+        states=states,
+        method=method,
+        eps=_floats(eps, "--eps"),
+        eps_unit=eps_unit,
+        sigma=sigma,
+        samples=samples,
+        seed=seed,
+    )
+    radii = np.asarray([s["radius"] for s in doc["states"]])
+    table = Table(title=f"{doc['method']} certificates ({doc['norm']}, ε in {doc['eps_unit']})")
+    table.add_column("ε")
+    table.add_column("certified share")
+    for e, frac in doc["certified_fraction"].items():
+        table.add_row(e, f"{frac:.3f}")
+    out_console.print(table)
+    out_console.print(
+        f"{len(radii)} states: median radius {np.median(radii):.4g}, {doc['seconds']:.2f} s",
+        highlight=False,
+    )
+    json_out.write_text(json.dumps(doc) + "\n")
+    out_console.print(f"wrote {json_out}")
+
+
 @app.command("attacks")
 def _attacks() -> None:
     """List the attacks rlsec can run, with their surface, knowledge and reference."""
@@ -354,7 +491,9 @@ def _version() -> None:
 def main() -> None:
     """Entry point: run the app, turning rlsec's errors into a message and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit comes back as a return value here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except IntegrityViolation as exc:  # not bad input: the run was stopped on purpose
         console.print(f"[bold red]integrity:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(3)

@@ -7,7 +7,9 @@ family also subclasses the matching built-in, so ``except ValueError`` keeps wor
     ├── ConfigError (ValueError)             a setting or argument is not what was expected
     │   ├── InvalidBudget                    ε < 0, NaN, a probability outside [0, 1], ...
     │   ├── UnknownAttack (KeyError)         an attack id that is not registered
-    │   └── UnknownEnv (KeyError)            an environment id Gymnasium does not know
+    │   ├── UnknownEnv (KeyError)            an environment id Gymnasium does not know
+    │   └── ModelError                       a finite model, PRISM file or temporal-logic
+    │                                        property is malformed (says where)
     ├── SpaceMismatch (ValueError)           policy and environment spaces disagree
     ├── AttackNotApplicable (ValueError)     the attack cannot run on this policy
     ├── PolicyLoadError (ValueError)         a policy file or archive cannot be loaded
@@ -33,6 +35,7 @@ __all__ = [
     "ConfigError",
     "IntegrityViolation",
     "InvalidBudget",
+    "ModelError",
     "PolicyLoadError",
     "RLSecError",
     "SpaceMismatch",
@@ -66,6 +69,11 @@ class UnknownEnv(ConfigError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ModelError(ConfigError):
+    """A finite model, a PRISM file or a temporal-logic property is malformed; the message
+    says where (line and column, or the offending label)."""
 
 
 class SpaceMismatch(RLSecError, ValueError):

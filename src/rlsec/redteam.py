@@ -66,6 +66,7 @@ def redteam(
     seeds: Sequence[int] = (0,),
     num_envs: int = 64,
     attack_params: dict[str, dict[str, Any]] | None = None,
+    defense: str | None = None,
     out: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
@@ -78,6 +79,9 @@ def redteam(
         epsilons: observation budgets, in ``eps_unit``.
         eps_unit: ``raw`` observation units or ``std`` (per-feature clean standard deviations).
         alphas: action-attack budgets (probabilities).
+        defense: an inference-time defense to wrap the policy in, ``NAME[:KEY=VALUE,...]``
+            such as ``smoothing:sigma=0.2,n=100`` (see :mod:`rlsec.defenses.inference`); the
+            attacks then attack the defended policy, and ``results["defense"]`` records it.
         out: if given, write ``results.json`` and ``report.html`` there.
 
     Returns:
@@ -97,6 +101,7 @@ def redteam(
         seeds=seeds,
         num_envs=num_envs,
         attack_params=attack_params or {},
+        defense=defense,
     )
     results = run_campaign(policy, config, progress=progress)
     if out is not None:

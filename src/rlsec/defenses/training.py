@@ -135,6 +135,20 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
             "policy_kwargs": {"net_arch": [64, 64]},
         },
     },
+    # rlsec's own gridworld (features observations); settings of the FrozenLake recipe
+    ("ppo", "rlsec/SlipperyPlant-v0"): {
+        "timesteps": 100_000,
+        "n_envs": 8,
+        "kwargs": {
+            "n_steps": 256,
+            "batch_size": 256,
+            "gamma": 0.99,
+            "n_epochs": 10,
+            "ent_coef": 0.01,
+            "learning_rate": 1e-3,
+            "policy_kwargs": {"net_arch": [64, 64]},
+        },
+    },
 }
 _DEFAULT_STEPS = {"ppo": 100_000, "dqn": 100_000, "sac": 20_000}
 _DEFAULT_ENVS = {"ppo": 8, "dqn": 1, "sac": 1}

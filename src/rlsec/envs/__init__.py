@@ -1,4 +1,9 @@
-"""Building environments from ids, and checking them against a policy."""
+"""Building environments from ids, and checking them against a policy.
+
+Importing this module (``import rlsec`` does) registers rlsec's own environments with
+Gymnasium, once: :data:`ENV_IDS`. Without importing rlsec first, ``gym.make`` finds them as
+``"rlsec.envs:rlsec/SlipperyPlant-v0"``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,23 @@ from rlsec.core import Policy
 from rlsec.errors import UnknownEnv
 from rlsec.policies.spaces import check_same_space
 
-__all__ = ["check_policy_env", "env_spaces", "env_spec", "make_vec"]
+__all__ = ["ENV_IDS", "check_policy_env", "env_spaces", "env_spec", "make_vec"]
+
+#: rlsec's own environments: id -> (entry point, keyword arguments).
+ENV_IDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "rlsec/SlipperyPlant-v0": ("rlsec.envs.plant:SlipperyPlantEnv", {}),
+    "rlsec/SlipperyPlant32x32-v0": ("rlsec.envs.plant:SlipperyPlantEnv", {"size": 32}),
+}
+
+
+def _register() -> None:
+    """Register :data:`ENV_IDS` with Gymnasium unless already there (idempotent)."""
+    for env_id, (entry_point, kwargs) in ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=entry_point, kwargs=dict(kwargs))
+
+
+_register()
 
 
 def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:

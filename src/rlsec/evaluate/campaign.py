@@ -57,6 +57,9 @@ class CampaignConfig:
     num_envs: int = 64
     step_budget: float = 0.25
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: an inference-time defense wrapped around the policy, ``NAME[:KEY=VALUE,...]`` (see
+    #: :mod:`rlsec.defenses.inference`); ``None`` attacks the policy as given
+    defense: str | None = None
 
     def validate(self) -> None:
         """Raise a clear error for anything out of its domain; drop repeated budgets."""
@@ -84,6 +87,10 @@ class CampaignConfig:
             raise InvalidBudget(f"step_budget must be in (0, 1], got {self.step_budget}")
         for attack_id in list(self.attacks or []) + list(self.attack_params):
             attack_class(attack_id)
+        if self.defense is not None:
+            from rlsec.defenses.inference import parse_defense
+
+            self.defense = str(parse_defense(self.defense))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -221,6 +228,11 @@ def run_campaign(
     spec = env_spec(env_id)
     check_policy_env(policy, env_id)
     attack_ids, skipped = applicable_attacks(policy, config)
+    base, defense = policy, None
+    if config.defense is not None:
+        policy, defense = _defend(base, config, env_id)
+        info = getattr(policy, "info", None)
+        attack_ids, skipped = applicable_attacks(policy, config)
     horizon = spec.max_episode_steps
     num_envs = min(int(config.num_envs), int(config.episodes))
     seeds = [int(s) for s in config.seeds]
@@ -241,6 +253,7 @@ def run_campaign(
     try:
         clean_stats, random_stats = [], []
         for s in seeds:
+            _fresh_noise(policy, s, "clean", 0)
             clean_stats.append(
                 rollout(
                     policy,
@@ -263,7 +276,8 @@ def run_campaign(
             )
             done_runs += 1
         report("calibrating the ε scale", 0.0)
-        scale, scale_source = _scale(policy, config, env_id)
+        # from the undefended policy, so ε means the same with and without a defense
+        scale, scale_source = _scale(base, config, env_id)
         clean = _summary(clean_stats)
         random = _summary(random_stats)
         results = []
@@ -274,6 +288,7 @@ def run_campaign(
             for s in seeds:
                 label = f"{attack_id} ε={budget:g} (seed {s})"
                 attack = _build(attack_id, budget, config)
+                _fresh_noise(policy, s, attack_id, budget_index)
                 attack.start(
                     policy,
                     num_envs=num_envs,
@@ -353,6 +368,7 @@ def run_campaign(
         "rlsec_version": __version__,
         "kind": "redteam",
         "policy": policy_block,
+        "defense": defense,
         "env": env_id,
         "seed": seeds[0],
         "eps_unit": config.eps_unit,
@@ -377,6 +393,31 @@ def run_campaign(
         "started_at": started_at,
         "seconds": time.perf_counter() - started,
     }
+
+
+def _defend(policy: Policy, config: CampaignConfig, env_id: str) -> tuple[Policy, dict[str, Any]]:
+    """The policy wrapped in ``config.defense`` and the defense's record. The defense's unit
+    defaults to ε's; in ``std`` units its scale is the one ε uses (:func:`_scale`)."""
+    from dataclasses import replace
+
+    from rlsec.defenses.inference import apply_defense, parse_defense
+
+    assert config.defense is not None
+    spec = parse_defense(config.defense)
+    scale, source = None, None
+    if spec.params.get("unit", config.eps_unit) == "std":
+        scale, source = _scale(policy, replace(config, eps_unit="std"), env_id)
+    return apply_defense(
+        policy, spec, std_scale=scale, std_source=source, default_unit=config.eps_unit
+    )
+
+
+def _fresh_noise(policy: Policy, seed: int, run: str, index: int) -> None:
+    """Restart a randomized policy's noise (a smoothed policy's) for one run, so the run's
+    numbers do not depend on the runs before it."""
+    reseed = getattr(policy, "reseed", None)
+    if callable(reseed):
+        reseed(seed, zlib.crc32(run.encode()), index)
 
 
 def _training_progress(report: Callable[[str, float], None], label: str) -> Callable[[float], None]:

@@ -126,6 +126,10 @@ def rollout(
         moments = RunningMoments(int(np.prod(obs_space.shape)))
     filler = _filler(space, n)
     obs_attack = attack if isinstance(attack, ObservationAttack) else None
+    # Attacks report actions decoded from the policy's network output. A policy without
+    # decode() (a smoothed policy votes over noisy copies) does not act by decoding that
+    # output: its actions always come from policy.act, never from the attack's report.
+    trust_reported = getattr(policy, "decode", None) is not None
     act_attack = attack if isinstance(attack, ActionAttack) else None
     if attack is not None:
         attack.reset(np.arange(n))
@@ -146,6 +150,8 @@ def rollout(
                 # Gradient attacks know the actions on one or both batches on the way; the
                 # rest take one forward pass (the two batches stacked when both are missing).
                 known, known_adv = obs_attack.clean_actions, obs_attack.adversarial_actions
+                if not trust_reported:
+                    known = known_adv = None
                 if known is None and known_adv is None:
                     both = policy.act(np.concatenate([x, x_adv]))
                     clean, a = both[: rows.size], both[rows.size :]

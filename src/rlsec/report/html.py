@@ -166,6 +166,7 @@ def build_context(
             "algo": _text(policy.get("algo")),
             "env_id": _text(policy.get("env_id")),
         },
+        "defense": _text((results.get("defense") or {}).get("spec")),
         "env": _text(results.get("env")),
         "kind": _text(results.get("kind")),
         "version": _text(results.get("rlsec_version")),

@@ -129,6 +129,9 @@ def results_table(results: Mapping[str, Any]) -> Table:
     clean = results.get("clean", {})
     clean_text = fmt_return(clean.get("mean_return"), clean.get("ci95"))
     policy = results.get("policy", {}).get("source")
+    defense = (results.get("defense") or {}).get("spec")
+    if policy and defense:
+        policy = f"{policy} + {defense}"
     env = results.get("env")
     title = " on ".join(str(x) for x in (policy, env) if x) or None
     table = Table(

@@ -1,0 +1,41 @@
+"""Verification: model checking of policy-induced models with Storm, and certification.
+
+* :mod:`rlsec.verify.model`: finite models (sparse MDPs with labels and observations).
+* :mod:`rlsec.verify.policy`: the policy queried on every state in batches; induced chains.
+* :mod:`rlsec.verify.storm`: PCTL model checking with stormpy.
+* :mod:`rlsec.verify.counterexample`: most probable violating paths, grid pictures.
+* :mod:`rlsec.verify.bounds`: certification by bound propagation (IBP, CROWN).
+* :mod:`rlsec.verify.smoothing`: randomized smoothing of policies with Monte Carlo
+  certificates.
+"""
+
+from rlsec.verify.bounds import (
+    action_bounds,
+    certified_radius,
+    output_bounds,
+    reachable_actions,
+)
+from rlsec.verify.counterexample import counterexample, most_probable_path, render_grid
+from rlsec.verify.model import Chain, Model
+from rlsec.verify.policy import action_probabilities, induced_chain
+from rlsec.verify.smoothing import SmoothedPolicy
+from rlsec.verify.storm import CheckResult, GroupedModel, check, parse_property
+
+__all__ = [
+    "Chain",
+    "CheckResult",
+    "GroupedModel",
+    "Model",
+    "SmoothedPolicy",
+    "action_bounds",
+    "action_probabilities",
+    "certified_radius",
+    "check",
+    "counterexample",
+    "induced_chain",
+    "most_probable_path",
+    "output_bounds",
+    "parse_property",
+    "reachable_actions",
+    "render_grid",
+]

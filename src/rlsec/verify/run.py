@@ -1,0 +1,299 @@
+"""The high-level calls behind ``rlsec verify`` and ``rlsec certify``; both return the JSON
+documents those commands write (see docs/results.md), each carrying the policy's digest so
+promotion gates can bind the evidence to a version.
+
+Example:
+    >>> doc = verify(policy="zoo:frozenlake-ppo", env_id="FrozenLake-v1",
+    ...              prop='P=? [F<=100 "goal"]')
+    >>> doc["states"], round(doc["result"], 4), doc["policy"]["source"]
+    (16, 0.7281, 'zoo:frozenlake-ppo')
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlsec.errors import ConfigError, InvalidBudget, ModelError
+from rlsec.verify.counterexample import counterexample, render_grid
+from rlsec.verify.model import Model
+from rlsec.verify.policy import induced_chain
+from rlsec.verify.storm import _LABEL, _stormpy, _values, check, parse_property
+
+__all__ = ["certify", "verify"]
+
+CERTIFY_METHODS = ("crown", "ibp", "smoothing")
+_OPTIMUM = re.compile(r'\s*(P|R(\{"[^"]*"\})?)(max|min)')
+
+
+def _policy_doc(policy: Any) -> dict[str, Any]:
+    info = getattr(policy, "info", None)
+    return {
+        "source": getattr(info, "source", None),
+        "sha256": getattr(info, "sha256", None),
+    }
+
+
+def _check_prism(path: Path, prop: str) -> dict[str, Any]:
+    stormpy = _stormpy()
+    try:
+        program = stormpy.parse_prism_program(str(path))
+    except RuntimeError as exc:
+        msg = str(exc).replace("WrongFormatException: ", "").strip()
+        raise ModelError(f"cannot parse PRISM file {path}: {msg}") from None
+    try:
+        props = stormpy.parse_properties(prop, program)
+    except RuntimeError as exc:
+        msg = str(exc).split("Note that the used API")[0].replace("WrongFormatException: ", "")
+        raise ModelError(f"cannot parse property {prop!r}: {msg.strip()}") from None
+    if len(props) != 1:
+        raise ModelError(f"expected exactly one property, got {len(props)} in {prop!r}")
+    labels = {"init", "deadlock", *(label.name for label in program.labels)}
+    for m in _LABEL.finditer(prop):
+        if m.group(1) not in labels:
+            raise ModelError(
+                f"unknown label {m.group(1)!r} at column {m.start() + 1} of {prop!r}; "
+                f"{path} defines {sorted(labels)}"
+            )
+    t0 = time.perf_counter()
+    try:
+        model = stormpy.build_model(program, props)
+    except RuntimeError as exc:
+        raise ModelError(f"Storm cannot build {path}: {exc}") from None
+    t1 = time.perf_counter()
+    from rlsec.verify.storm import _environment
+
+    try:
+        res = stormpy.model_checking(model, props[0], environment=_environment())
+    except RuntimeError as exc:
+        raise ModelError(f"Storm cannot check {prop!r} on {path}: {exc}") from None
+    t2 = time.perf_counter()
+    init = [int(s) for s in model.initial_states]
+    values = _values(res, int(model.nr_states))
+    if res.is_quantitative():  # PRISM initial states are equally likely
+        result: float | bool = float(np.mean(values[init]))
+    else:
+        result = bool(values[init].all())
+    return {
+        "property": prop,
+        "result": result,
+        "states": int(model.nr_states),
+        "transitions": int(model.nr_transitions),
+        "model": {"prism": str(path), "type": str(model.model_type).split(".")[-1]},
+        "attack": None,
+        "seconds": {"build": t1 - t0, "check": t2 - t1},
+        "counterexample": None,
+        "policy": None,
+    }
+
+
+def verify(
+    *,
+    prop: str,
+    policy: Any = None,
+    env_id: str | None = None,
+    prism: str | Path | None = None,
+    attack_radius: float | None = None,
+    stochastic: bool = False,
+    all_states: bool = False,
+    counterexample_label: str | None = None,
+    strategy_out: str | Path | None = None,
+    method: str = "crown",
+) -> dict[str, Any]:
+    """Check ``prop`` on a policy in a finite environment (or on a PRISM model as written).
+
+    Args:
+        prop: a PCTL property (Storm syntax), e.g. ``P=? [F "unsafe"]``. Under attack the
+            model is an MDP, so the property must say whose optimum it asks for:
+            ``Pmax=? [F "unsafe"]`` (the attacker maximises) or ``Pmin=? [F "goal"]``.
+        policy: ``zoo:NAME``, a policy directory, a loaded policy, or ``None`` (then ``prism``).
+        env_id: a finite environment (toy-text or rlsec's own).
+        prism: a PRISM file, checked as written (no policy).
+        attack_radius: a bounded observation attacker (see :mod:`rlsec.verify.attack`).
+        stochastic: keep a logits policy's action probabilities.
+        all_states: include the value of every state.
+        counterexample_label: draw the most probable path into this label (default: the
+            property's only label, when a bounded property is violated).
+        strategy_out: write the attacker's optimal strategy there (JSON).
+        method: ``crown`` or ``ibp``: how feature-vector attack choices are bounded.
+
+    Raises:
+        ConfigError: neither or both of ``env_id`` and ``prism``; a policy with ``prism``.
+        ModelError: a bad property, label, PRISM file or model.
+    """
+    if (env_id is None) == (prism is None):
+        raise ConfigError("give exactly one of env_id (a finite environment) or prism (a file)")
+    if prism is not None:
+        if policy is not None or attack_radius is not None:
+            raise ConfigError(
+                "a PRISM model is checked as written: --policy and --attack-radius apply to "
+                "finite environments (--env)"
+            )
+        p = Path(prism)
+        if not p.is_file():
+            raise ConfigError(f"PRISM file {p} does not exist")
+        return _check_prism(p, prop)
+    from rlsec.policies import load_policy
+
+    assert env_id is not None
+    model = Model.from_env(env_id)
+    pol = load_policy(policy) if isinstance(policy, str) else policy
+    if pol is None:
+        raise ConfigError("verifying a finite environment needs a policy (--policy)")
+    parse_property(prop, model.labels)
+    doc: dict[str, Any] = {"policy": _policy_doc(pol), "model": {"env_id": env_id}}
+    t0 = time.perf_counter()
+    if attack_radius is None:
+        chain = induced_chain(model, pol, stochastic=stochastic)
+        query = time.perf_counter() - t0
+        res = check(chain, prop)
+        doc["attack"] = None
+        label = counterexample_label
+        names = _LABEL.findall(prop)
+        if label is None and res.result is False and len(set(names)) == 1:
+            label = names[0]
+        if label is not None:
+            reach = check(chain, f'P=? [F "{label}"]')
+            ce = counterexample(chain, label, reach.values)
+            if model.cells is not None:
+                from rlsec.verify.counterexample import most_probable_path
+
+                ce["picture"] = render_grid(
+                    model, values=reach.values, path=most_probable_path(chain, label)[0]
+                )
+            doc["counterexample"] = ce
+        else:
+            doc["counterexample"] = None
+    else:
+        from rlsec.verify.attack import attacked_model, worst_case
+
+        if not _OPTIMUM.match(prop):
+            raise ModelError(
+                f"under attack the model is an MDP: say Pmax=? (the attacker maximises) or "
+                f"Pmin=? (it minimises), got {prop!r}"
+            )
+        attacked = attacked_model(model, pol, attack_radius, stochastic=stochastic, method=method)
+        query = time.perf_counter() - t0
+        res, strategy = worst_case(
+            attacked, prop, env_id=env_id, policy_sha256=doc["policy"]["sha256"]
+        )
+        doc["attack"] = {
+            "surface": "observation",
+            "radius": float(attack_radius),
+            "unit": "states (Manhattan)" if attacked.kind == "index" else "raw (linf)",
+            "choices": attacked.method,
+            "mdp_choices": int(attacked.mdp.matrix.shape[0]),
+        }
+        if strategy_out is not None:
+            strategy.save(strategy_out)
+            doc["attack"]["strategy"] = str(strategy_out)
+        doc["counterexample"] = None
+    doc.update(res.to_dict(all_states=all_states))
+    doc["seconds"] = {"query": query, **res.seconds}
+    return doc
+
+
+def _rollout_states(policy: Any, env_id: str, n: int, seed: int) -> np.ndarray:
+    env = gym.make(env_id)
+    rows: list[np.ndarray] = []
+    ep = 0
+    try:
+        while len(rows) < n:
+            obs, _ = env.reset(seed=seed + ep)
+            done = False
+            while not done and len(rows) < n:
+                rows.append(np.asarray(obs, dtype=np.float32))
+                obs, _, term, trunc, _ = env.step(policy.act(np.asarray([obs]))[0])
+                done = term or trunc
+            ep += 1
+    finally:
+        env.close()
+    return np.stack(rows)
+
+
+def certify(
+    *,
+    policy: Any,
+    env_id: str,
+    states: int = 1000,
+    method: str = "crown",
+    eps: list[float] | None = None,
+    eps_unit: str = "std",
+    sigma: float = 0.25,
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per-state certified radii of a policy on states visited by its clean rollouts.
+
+    ``crown``/``ibp``: the largest linf radius at which the action provably does not change;
+    ``smoothing``: the smoothed policy's L2 radius (Cohen et al.) with noise ``sigma``
+    (``samples`` Monte Carlo copies per state, confidence 0.999), and the action it certifies.
+    Radii and ``eps`` are in ``eps_unit`` (``std``: the policy's clean observation std per
+    feature; ``raw``).
+    """
+    from rlsec.policies import load_policy
+    from rlsec.verify.bounds import certified_radius
+
+    if method not in CERTIFY_METHODS:
+        raise ConfigError(f"method must be one of {CERTIFY_METHODS}, got {method!r}")
+    if eps_unit not in ("raw", "std"):
+        raise ConfigError(f"eps_unit must be 'raw' or 'std', got {eps_unit!r}")
+    if states < 1:
+        raise ConfigError(f"states must be >= 1, got {states}")
+    pol = load_policy(policy) if isinstance(policy, str) else policy
+    space = pol.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"certification needs feature-vector (Box) observations, got {space}")
+    levels = eps if eps is not None else [0.01, 0.02, 0.05, 0.1, 0.2]
+    if any(not np.isfinite(e) or e < 0 for e in levels):
+        raise InvalidBudget(f"eps must be finite and >= 0, got {levels}")
+    scale: np.ndarray | None = None
+    if eps_unit == "std":
+        stats = getattr(pol.info, "observation_stats", None)
+        if not isinstance(stats, dict) or "std" not in stats:
+            raise ConfigError("--eps-unit std needs the policy's clean observation statistics")
+        scale = np.asarray(stats["std"], dtype=np.float64)
+    obs = _rollout_states(pol, env_id, states, seed)
+    t0 = time.perf_counter()
+    if method == "smoothing":
+        from rlsec.verify.smoothing import SmoothedPolicy
+
+        smooth = SmoothedPolicy(pol, sigma, n=samples, scale=scale, seed=seed)
+        cert = smooth.certify(obs)
+        actions, radius = cert.actions, cert.radius
+        norm = "l2"
+    else:
+        radius = certified_radius(
+            pol,
+            obs,
+            method=method,  # type: ignore[arg-type]
+            eps_max=max(levels) * 2 or 1.0,
+            tol=1e-3,
+            scale=scale,
+        )
+        actions = pol.act(obs)
+        norm = "linf"
+    seconds = time.perf_counter() - t0
+    return {
+        "method": method,
+        "eps_unit": eps_unit,
+        "norm": norm,
+        "policy": _policy_doc(pol),
+        "env_id": env_id,
+        "sigma": sigma if method == "smoothing" else None,
+        "states": [
+            {
+                "observation": o.tolist(),
+                "action": a.tolist() if isinstance(a, np.ndarray) else int(a),
+                "radius": float(r),
+            }
+            for o, a, r in zip(obs, actions, radius, strict=True)
+        ],
+        "certified_fraction": {f"{e:g}": float(np.mean(radius >= e)) for e in levels},
+        "seconds": seconds,
+    }
