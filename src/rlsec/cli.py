@@ -441,6 +441,29 @@ def _certify(
     out_console.print(f"wrote {json_out}")
 
 
+@app.command("shield")
+def _shield(
+    env: Annotated[str, typer.Option(help="A finite Gymnasium environment id.")],
+    out: Annotated[Path, typer.Option(help="Write the safe-action sets (JSON) here.")],
+    label: Annotated[str, typer.Option(help="The label to keep away from.")] = "unsafe",
+    delta: Annotated[
+        float, typer.Option(help="Largest allowed probability of ever reaching the label.")
+    ] = 0.0,
+) -> None:
+    """Compute per-state safe action sets for a runtime shield by model checking the env."""
+    from rlsec.verify.model import Model
+    from rlsec.verify.shield import safe_actions
+
+    shield = safe_actions(Model.from_env(env), label, delta)
+    shield.save(out)
+    n_s, n_a = shield.allowed.shape
+    out_console.print(
+        f"{int(shield.allowed.sum())} of {n_s * n_a} state-actions allowed at delta {delta:g}; "
+        f"{len(shield.unshieldable)} states where no action meets it; wrote {out}",
+        highlight=False,
+    )
+
+
 @app.command("attacks")
 def _attacks() -> None:
     """List the attacks rlsec can run, with their surface, knowledge and reference."""

@@ -100,3 +100,30 @@ def test_bad_budgets_are_refused() -> None:
     m = Model.from_env("FrozenLake-v1")
     with pytest.raises(InvalidBudget, match="radius"):
         attacked_model(m, np.zeros(16, dtype=np.int64), -1)
+
+
+@pytest.mark.parametrize("slippery", [False, True])
+def test_a_zero_risk_shield_keeps_any_policy_out_of_the_holes(
+    slippery: bool, tmp_path: Any
+) -> None:
+    from rlsec.verify import safe_actions
+    from rlsec.verify.shield import SafeActions
+
+    m = Model.from_env("FrozenLake-v1", is_slippery=slippery)
+    shield = safe_actions(m, "hole", 0.0)
+    least = check(m, 'Pmin=? [F "hole"]').values
+    p = m.transitions.toarray().reshape(16, 4, 16)
+    assert np.allclose(shield.risk[~m.labels["hole"]], (p @ least)[~m.labels["hole"]], atol=1e-12)
+    # on the slippery lake some states cannot avoid holes for sure; the start can
+    assert np.all(least[shield.unshieldable] > 0) and (shield.unshieldable.size > 0) == slippery
+    assert not np.isin(np.flatnonzero(m.labels["init"]), shield.unshieldable).any()
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # random policies over the allowed actions only
+        pi = rng.random((16, 4)) * shield.allowed
+        pi /= pi.sum(axis=1, keepdims=True)
+        assert check(m.chain(pi), 'P=? [F "hole"]').result == pytest.approx(0.0, abs=1e-12)
+    shield.save(tmp_path / "shield.json")
+    again = SafeActions.load(tmp_path / "shield.json")
+    assert np.array_equal(again.allowed, shield.allowed)
+    looser = safe_actions(m, "hole", 0.5)
+    assert np.all(looser.allowed >= shield.allowed)  # a larger delta allows more

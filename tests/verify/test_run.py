@@ -135,3 +135,15 @@ def test_certify_with_smoothing_reports_l2_radii() -> None:
     assert doc["norm"] == "l2" and doc["sigma"] == 0.25
     radii = np.array([s["radius"] for s in doc["states"]])
     assert np.all(radii >= 0) and np.all(radii <= 0.25 * 4)  # Phi^-1(1 - 1e-3) < 4
+
+
+def test_shield_command_writes_loadable_safe_action_sets(tmp_path: Path) -> None:
+    from rlsec.verify.shield import SafeActions
+
+    out = tmp_path / "shield.json"
+    proc = rlsec("shield", "--env", "FrozenLake-v1", "--label", "hole", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    shield = SafeActions.load(out)
+    assert shield.label == "hole" and shield.allowed.shape == (16, 4)
+    proc = rlsec("shield", "--env", "FrozenLake-v1", "--label", "hol", "--out", str(out))
+    assert proc.returncode == 2 and "unknown label 'hol'" in proc.stderr

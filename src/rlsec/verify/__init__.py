@@ -4,6 +4,8 @@
 * :mod:`rlsec.verify.policy`: the policy queried on every state in batches; induced chains.
 * :mod:`rlsec.verify.storm`: PCTL model checking with stormpy.
 * :mod:`rlsec.verify.counterexample`: most probable violating paths, grid pictures.
+* :mod:`rlsec.verify.attack`: the policy under a bounded observation attacker, as an MDP.
+* :mod:`rlsec.verify.shield`: safe action sets for shields.
 * :mod:`rlsec.verify.bounds`: certification by bound propagation (IBP, CROWN).
 * :mod:`rlsec.verify.smoothing`: randomized smoothing of policies with Monte Carlo
   certificates.
@@ -18,6 +20,7 @@ from rlsec.verify.bounds import (
 from rlsec.verify.counterexample import counterexample, most_probable_path, render_grid
 from rlsec.verify.model import Chain, Model
 from rlsec.verify.policy import action_probabilities, induced_chain
+from rlsec.verify.shield import SafeActions, safe_actions
 from rlsec.verify.smoothing import SmoothedPolicy
 from rlsec.verify.storm import CheckResult, GroupedModel, check, parse_property
 
@@ -26,6 +29,7 @@ __all__ = [
     "CheckResult",
     "GroupedModel",
     "Model",
+    "SafeActions",
     "SmoothedPolicy",
     "action_bounds",
     "action_probabilities",
@@ -38,4 +42,5 @@ __all__ = [
     "parse_property",
     "reachable_actions",
     "render_grid",
+    "safe_actions",
 ]

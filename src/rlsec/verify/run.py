@@ -69,7 +69,9 @@ def _check_prism(path: Path, prop: str) -> dict[str, Any]:
     from rlsec.verify.storm import _environment
 
     try:
-        res = stormpy.model_checking(model, props[0], environment=_environment())
+        res = stormpy.model_checking(
+            model, props[0], environment=_environment(relative=prop.lstrip().startswith("R"))
+        )
     except RuntimeError as exc:
         raise ModelError(f"Storm cannot check {prop!r} on {path}: {exc}") from None
     t2 = time.perf_counter()
