@@ -154,7 +154,14 @@ ATTACKS: dict[str, tuple[tuple[str, ...], Setup, tuple[str, ...]]] = {
         ("ppo", "dqn"),
     ),
     "weight tampering (noise 0.5 std, once)": (
-        ("update-kl", "update-clip-fraction", "update-grad-norm", "drift-step", "drift-reference"),
+        (
+            "weight-integrity",
+            "update-kl",
+            "update-clip-fraction",
+            "update-grad-norm",
+            "drift-step",
+            "drift-reference",
+        ),
         lambda clock, onset: (None, [TamperWeights(onset, 0.5)]),
         ("ppo", "dqn"),
     ),

@@ -185,7 +185,7 @@ def test_drift_from_a_fixed_reference_is_found_and_rolled_back() -> None:
 
     thresholds = Thresholds({"drift-reference": 0.5, "drift-step": 0.5}, fpr=0.01)
     monitor = IntegrityMonitor(
-        thresholds, reference=Always(), drift_every=256, rollback=True, probe_size=64
+        thresholds, reference=Always(), drift_every=256, rollback=True, probe_size=64, halt=None
     )
     model = _ppo(gym.make("CartPole-v1"))
     with torch.no_grad():  # start as the reference does: always action 1
@@ -193,6 +193,8 @@ def test_drift_from_a_fixed_reference_is_found_and_rolled_back() -> None:
     model.learn(1024, callback=[Sabotage(), monitor])
     drift = [f for f in monitor.findings if f.detector.startswith("drift")]
     assert drift and monitor.first_alarm["drift-reference"] >= 700
+    # the sabotage itself is also a hard finding at the next optimiser step
+    assert 700 <= monitor.first_alarm["weight-integrity"] <= 700 + 128
     assert monitor.rollbacks >= 1
     assert any(f.detector == "rollback" for f in monitor.findings)
     probe = np.zeros((8, 4), np.float32)
@@ -228,7 +230,7 @@ def test_update_scores_are_one_per_window_and_a_weight_jump_stands_out() -> None
             return True
 
     def run(callbacks: list[BaseCallback]) -> IntegrityMonitor:
-        monitor = IntegrityMonitor(window=256, update_warmup=10)
+        monitor = IntegrityMonitor(window=256, update_warmup=10, halt=None)
         PPO(
             "MlpPolicy",
             "CartPole-v1",
@@ -248,3 +250,27 @@ def test_update_scores_are_one_per_window_and_a_weight_jump_stands_out() -> None
     assert clean.scores["update-kl"][:2] == tampered.scores["update-kl"][:2]  # same until 2048
     jump = max(tampered.scores["update-kl"])
     assert jump > 3 * max(clean.scores["update-kl"]) and jump > 5
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_weights_changed_outside_the_optimiser_are_a_hard_finding(algo: str) -> None:
+    class Tamper(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 300:
+                with torch.no_grad():
+                    next(iter(self.model.policy.parameters())).add_(1e-3)
+            return True
+
+    def run(callbacks: list[BaseCallback]) -> IntegrityMonitor:
+        monitor = IntegrityMonitor(window=64, halt=None)
+        if algo == "ppo":
+            model: Any = _ppo(gym.make("CartPole-v1"))
+        else:
+            model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, seed=0, device="cpu")
+        model.learn(640, callback=[*callbacks, monitor])
+        return monitor
+
+    assert [f for f in run([]).findings if f.detector == "weight-integrity"] == []
+    hits = [f for f in run([Tamper()]).findings if f.detector == "weight-integrity"]
+    assert len(hits) == 1 and hits[0].severity is Severity.HIGH
+    assert 300 <= hits[0].evidence["timesteps"] <= 300 + 128  # the next optimiser step

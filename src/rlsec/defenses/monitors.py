@@ -22,8 +22,10 @@ drift check; a score above its calibrated threshold is a finding):
   last snapshot that passed.
 
 Hard checks need no calibration and always report: non-finite or out-of-space observations,
-non-finite rewards, and replay-buffer accounting (more transitions entered the buffer than the
-environment produced: something wrote into it directly).
+non-finite rewards, replay-buffer accounting (more transitions entered the buffer than the
+environment produced: something wrote into it directly), and ``weight-integrity``: the
+weights an optimiser trains must be exactly as its last step left them when its next step
+begins (a copy is kept after each step; a change in between came from outside the optimiser).
 
 Thresholds come from clean runs (:func:`calibrate`): per check, the conformal ``1 - fpr``
 quantile of the windows' scores in clean training (the ``ceil((n + 1)(1 - fpr))``-th smallest of
@@ -40,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -267,6 +270,8 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         self._kl_z = LogZ(halflife=50, warmup=update_warmup)
         self._pending: dict[str, float] = {}
         self._hooks: list[Any] = []
+        self._optimizers: list[Any] = []
+        self._weights: dict[int, list[torch.Tensor]] = {}
         self.rollbacks = 0
         self.halt = halt
         self.halted = False
@@ -337,6 +342,9 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                 for p in group["params"]:
                     self._hooks.append(p.register_post_accumulate_grad_hook(self._accumulate))
             self._hooks.append(opt.register_step_pre_hook(self._before_step))
+            self._hooks.append(opt.register_step_post_hook(self._after_step))
+            self._optimizers.append(opt)
+        self._snapshot_weights()
         self._next_drift = self.num_timesteps + self.drift_every
 
     def _on_training_end(self) -> None:
@@ -349,7 +357,33 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         if p.grad is not None:
             self._grad_sq += float(p.grad.detach().pow(2).sum())
 
+    def _snapshot_weights(self) -> None:
+        for opt in self._optimizers:
+            self._after_step(opt, (), {})
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._weights[id(optimizer)] = [
+            p.detach().clone() for g in optimizer.param_groups for p in g["params"]
+        ]
+
+    def _check_weights(self, optimizer: Any) -> None:
+        kept = self._weights.get(id(optimizer))
+        if kept is None:
+            return
+        now = [p for g in optimizer.param_groups for p in g["params"]]
+        changed = sum(not torch.equal(p.detach(), k) for p, k in zip(now, kept, strict=True))
+        if changed:
+            self._hard(
+                "weight-integrity",
+                Surface.PARAMETERS,
+                f"{changed} of {len(now)} weight tensors changed between two optimiser steps, "
+                "outside the optimiser",
+                tensors=int(changed),
+            )
+            self._weights[id(optimizer)] = [p.detach().clone() for p in now]  # report once
+
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._guard("weight-integrity", Surface.PARAMETERS, lambda: self._check_weights(optimizer))
         norm = math.sqrt(self._grad_sq)
         self._grad_sq = 0.0
         self.grad_norms += 1
@@ -494,7 +528,12 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
     def _restore(self, why: str) -> None:
         if self._good is None:
             return
+        for opt in self._optimizers:  # report a change from outside before overwriting it
+            self._guard(
+                "weight-integrity", Surface.PARAMETERS, functools.partial(self._check_weights, opt)
+            )
         self.model.policy.load_state_dict(self._good)
+        self._snapshot_weights()  # the monitor's own change of the weights
         self.rollbacks += 1
         self._emit(
             Finding(
