@@ -414,6 +414,39 @@ def test_from_torch_sequential_saves_and_reloads_identically(tmp_path: pathlib.P
     np.testing.assert_array_equal(loaded.act(obs), expected)
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        nn.Sequential(nn.Linear(3, 8), nn.ELU(alpha=2.0), nn.Linear(8, 2)),
+        nn.Sequential(nn.Linear(3, 8), nn.GELU(approximate="tanh"), nn.Linear(8, 2)),
+    ],
+)
+def test_from_torch_never_describes_a_different_function(module: nn.Module) -> None:
+    """Regression: ELU's alpha and GELU's approximation were dropped from the spec, so the
+    declarative copy computed another function than the module given."""
+    torch.manual_seed(5)
+    obs_space = gym.spaces.Box(-3.0, 3.0, (3,), np.float32)
+    policy = from_torch(module, obs_space, gym.spaces.Discrete(2), output="q_values")
+    assert policy.network is None  # kept as the module itself, not a lossy description
+    obs = np.random.default_rng(0).uniform(-3, 3, (64, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(obs)).argmax(-1).numpy()
+    np.testing.assert_array_equal(policy.act(obs), expected)
+
+
+def test_from_torch_with_a_shared_linear_keeps_the_module() -> None:
+    """Regression: a Linear used twice made the weight copy fail with a bare ValueError."""
+    lin = nn.Linear(4, 4)
+    module = nn.Sequential(lin, nn.Tanh(), lin)
+    obs_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    policy = from_torch(module, obs_space, gym.spaces.Discrete(4))
+    assert policy.network is None
+    obs = np.random.default_rng(1).uniform(-1, 1, (16, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(obs)).argmax(-1).numpy()
+    np.testing.assert_array_equal(policy.act(obs), expected)
+
+
 def test_from_torch_continuous_policy_round_trips(tmp_path: pathlib.Path) -> None:
     torch.manual_seed(4)
     module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1), nn.Tanh())

@@ -289,6 +289,12 @@ def sequential_to_layers(module: nn.Module) -> list[dict[str, Any]]:
             out.append({"type": "hardtanh", "min": m.min_val, "max": m.max_val})
         elif isinstance(m, nn.LeakyReLU):
             out.append({"type": "leaky_relu", "negative_slope": m.negative_slope})
+        elif (type(m) is nn.ELU and m.alpha != 1.0) or (
+            type(m) is nn.GELU and m.approximate != "none"
+        ):
+            # the spec records these activations without parameters: describing this one
+            # would silently save a different function
+            raise PolicyLoadError(f"layer {i}: {m} has parameters the spec cannot record")
         else:
             for name, cls in _ACTIVATIONS.items():
                 if type(m) is cls:

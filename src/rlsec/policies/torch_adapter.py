@@ -39,6 +39,8 @@ def _as_network(
         return None
     src = [m for m in module.modules() if isinstance(m, nn.Linear)]
     dst = [m for m in net.policy.modules() if isinstance(m, nn.Linear)]
+    if len(src) != len(dst):  # a Linear used twice: modules() lists it once; keep the module
+        return None
     with torch.no_grad():
         for s, t in zip(src, dst, strict=True):
             t.weight.copy_(s.weight)

@@ -28,8 +28,13 @@ Example:
     >>> import gymnasium as gym, numpy as np, torch
     >>> from rlsec.policies import from_torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> with torch.no_grad():  # logits: ~(x1 - x2, x2 - x1), so either action can win
+    ...     _ = net[0].weight.zero_(); _ = net[0].bias.zero_(); _ = net[2].bias.zero_()
+    ...     _ = net[0].weight[0].copy_(torch.tensor([1.0, -1.0]))
+    ...     _ = net[2].weight.zero_(); _ = net[2].weight[0, 0].fill_(1.0)
+    ...     _ = net[2].weight[1, 0].fill_(-1.0)
     >>> p = from_torch(net, gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2))
-    >>> x0 = np.zeros((5, 2), dtype=np.float32)
+    >>> x0 = np.tile(np.float32([0.5, 0.0]), (5, 1))  # clean action 0
     >>> reachable_actions(p, x0, 0.0).sum(axis=1).tolist()  # no budget: only the clean action
     [1, 1, 1, 1, 1]
     >>> bool(reachable_actions(p, x0, 1.0).all())  # the whole space: both actions possible
