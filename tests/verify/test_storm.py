@@ -91,7 +91,7 @@ def test_storm_equals_a_numpy_linear_solve_to_1e9(
     got = check(chain, 'P=? [F "goal"]')
     assert np.max(np.abs(got.values - want)) < 1e-9
     assert abs(float(got.result) - init @ want) < 1e-9
-    fast = check(chain, 'P=? [F "goal"]', sound=False)  # the topological solver: close
+    fast = check(chain, 'P=? [F "goal"]', precise=False)  # the topological solver: close
     assert np.max(np.abs(fast.values - want)) < 1e-5
     got = check(chain, 'P=? [F<=17 "goal"]')
     assert np.max(np.abs(got.values - _bounded(p, goal, 17))) < 1e-9

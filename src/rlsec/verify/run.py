@@ -68,10 +68,14 @@ def _check_prism(path: Path, prop: str) -> dict[str, Any]:
     t1 = time.perf_counter()
     from rlsec.verify.storm import _environment
 
+    kind = str(model.model_type).split(".")[-1]
     try:
-        res = stormpy.model_checking(
-            model, props[0], environment=_environment(relative=prop.lstrip().startswith("R"))
+        env = _environment(
+            chain=kind == "DTMC",
+            relative=prop.lstrip().startswith("R"),
+            precise=True,
         )
+        res = stormpy.model_checking(model, props[0], environment=env)
     except RuntimeError as exc:
         raise ModelError(f"Storm cannot check {prop!r} on {path}: {exc}") from None
     t2 = time.perf_counter()
@@ -86,7 +90,7 @@ def _check_prism(path: Path, prop: str) -> dict[str, Any]:
         "result": result,
         "states": int(model.nr_states),
         "transitions": int(model.nr_transitions),
-        "model": {"prism": str(path), "type": str(model.model_type).split(".")[-1]},
+        "model": {"prism": str(path), "type": kind},
         "attack": None,
         "seconds": {"build": t1 - t0, "check": t2 - t1},
         "counterexample": None,
