@@ -30,7 +30,7 @@ from rlsec.attacks.data import (
     make_data_attack,
     poison_dataset,
 )
-from rlsec.core import Surface, ThreatModel
+from rlsec.core import Severity, Surface, ThreatModel
 from rlsec.defenses.monitors import IntegrityMonitor
 from rlsec.errors import (
     AttackNotApplicable,
@@ -304,7 +304,7 @@ def test_a_full_buffer_keeps_counting() -> None:
     assert learner.replay_buffer.full
 
 
-# -- the integrity monitor sees direct injection, not replacement ------------------------------
+# -- the integrity monitor sees direct injection (accounting) and replacement (seals) ----------
 def _dqn_with(mode: str) -> tuple[ReplayPoisoner, IntegrityMonitor]:
     attack = make_data_attack(
         "target-action-data-v1",
@@ -338,10 +338,14 @@ def test_buffer_accounting_finds_direct_injection_at_the_step_it_happens() -> No
     assert len(hits) == rec.crafted and rec.steps[-1] == 200
 
 
-def test_buffer_accounting_cannot_see_replacement() -> None:
+def test_replacement_escapes_accounting_but_breaks_the_seals_of_exactly_the_rows_it_wrote() -> None:
     poisoner, monitor = _dqn_with("replace")
     assert poisoner.record.crafted == 20
     assert [f for f in monitor.findings if f.detector == "buffer-accounting"] == []
+    hits = [f for f in monitor.findings if f.detector == "buffer-integrity"]
+    assert hits and all(f.severity is Severity.HIGH for f in hits)
+    found = {r for f in hits for r in f.evidence.get("rows", [f.evidence.get("row")])}
+    assert found == set(poisoner.record.rows)
 
 
 def test_learners_without_a_plain_replay_buffer_are_refused() -> None:

@@ -16,7 +16,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from helpers import GenericTestEnv
 from rlsec.core import Severity, Surface
 from rlsec.defenses.monitors import SCORING, IntegrityMonitor, LogZ, Thresholds, calibrate
-from rlsec.errors import ConfigError
+from rlsec.errors import ConfigError, IntegrityViolation
 
 
 @settings(max_examples=60, deadline=None)
@@ -274,3 +274,85 @@ def test_weights_changed_outside_the_optimiser_are_a_hard_finding(algo: str) -> 
     hits = [f for f in run([Tamper()]).findings if f.detector == "weight-integrity"]
     assert len(hits) == 1 and hits[0].severity is Severity.HIGH
     assert 300 <= hits[0].evidence["timesteps"] <= 300 + 128  # the next optimiser step
+
+
+# -- replay-buffer seals ------------------------------------------------------------------------
+def _off_policy(algo: str) -> Any:
+    if algo == "dqn":
+        return DQN("MlpPolicy", "CartPole-v1", learning_starts=50, seed=0, device="cpu")
+    from stable_baselines3 import SAC
+
+    return SAC("MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("algo", ["dqn", "sac"])
+def test_clean_off_policy_training_keeps_every_seal(algo: str) -> None:
+    """No false alarm: every stored row is the transition the env produced (episode ends,
+    truncations and, for SAC, actions rescaled for storage included) and stays sealed."""
+    monitor = IntegrityMonitor(window=64)
+    model = _off_policy(algo)
+    model.learn(450 if algo == "dqn" else 250, callback=monitor)
+    assert [f for f in monitor.findings if f.severity is Severity.HIGH] == []
+    assert monitor._sealed is not None and monitor._sealed[: model.replay_buffer.pos].all()
+    assert "_get_samples" not in vars(model.replay_buffer)  # unhooked after learn
+
+
+class _Overwrite(BaseCallback):
+    """Data poisoning in place: at step ``at`` set the reward of buffer row ``row`` (the row
+    stored at the previous step if ``row`` is None: a write racing the monitor's check)."""
+
+    def __init__(self, at: int, row: int | None) -> None:
+        super().__init__()
+        self.at, self.row = at, row
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.at:
+            buf = self.model.replay_buffer
+            row = (buf.pos - 1) % buf.buffer_size if self.row is None else self.row
+            buf.rewards[row] = 100.0
+        return True
+
+
+def test_a_row_overwritten_in_place_stops_training_before_a_gradient_step_uses_it() -> None:
+    model = DQN(
+        "MlpPolicy", "CartPole-v1", learning_starts=10, batch_size=256, seed=0, device="cpu"
+    )
+    monitor = IntegrityMonitor(window=64)
+    stepped: list[int] = []
+    model.policy.optimizer.register_step_post_hook(
+        lambda *_: stepped.append(int(model.num_timesteps))
+    )
+    with pytest.raises(IntegrityViolation, match="before a gradient step"):
+        model.learn(400, callback=[_Overwrite(at=120, row=3), monitor])
+    hits = [f for f in monitor.findings if f.detector == "buffer-integrity"]
+    assert len(hits) == 1 and hits[0].severity is Severity.HIGH
+    assert hits[0].evidence["rows"] == [3]
+    found_at = hits[0].evidence["timesteps"]
+    assert 120 <= found_at <= 160  # the first batch that drew row 3 (256 draws from 120+)
+    assert stepped and max(stepped) < found_at  # it trained before, never on that batch
+
+
+def test_a_write_racing_the_check_is_found_by_comparing_with_the_environment() -> None:
+    monitor = IntegrityMonitor(window=64, halt=None)
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, seed=0, device="cpu")
+    model.learn(300, callback=[_Overwrite(at=200, row=None), monitor])
+    hits = [f for f in monitor.findings if f.detector == "buffer-integrity"]
+    assert len(hits) == 1  # found where it was written, and reported once
+    assert hits[0].evidence["row"] == 198 and hits[0].evidence["fields"] == ["rewards"]
+    assert hits[0].evidence["timesteps"] == 200
+
+
+def test_an_unguardable_buffer_is_a_high_finding_not_a_pass() -> None:
+    monitor = IntegrityMonitor(window=64, halt=None)
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        learning_starts=50,
+        device="cpu",
+        optimize_memory_usage=True,
+        replay_buffer_kwargs={"handle_timeout_termination": False},
+    )
+    model.learn(100, callback=monitor)
+    crashed = [f for f in monitor.findings if f.detector == "buffer-accounting"]
+    assert crashed and crashed[0].severity is Severity.HIGH
+    assert "optimize_memory_usage=False" in crashed[0].message

@@ -23,7 +23,11 @@ drift check; a score above its calibrated threshold is a finding):
 
 Hard checks need no calibration and always report: non-finite or out-of-space observations,
 non-finite rewards, replay-buffer accounting (more transitions entered the buffer than the
-environment produced: something wrote into it directly), and ``weight-integrity``: the
+environment produced: something wrote into it directly), ``buffer-integrity`` (every row the
+learner stores must be the transition the environment produced, and is sealed with a keyed
+BLAKE2b digest; each row the learner samples is checked against its seal before it trains on
+it, so a genuine row overwritten in place is found before it is used), and
+``weight-integrity``: the
 weights an optimiser trains must be exactly as its last step left them when its next step
 begins (a copy is kept after each step; a change in between came from outside the optimiser).
 
@@ -43,9 +47,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +62,7 @@ import numpy as np
 import torch
 
 from rlsec.core import Finding, Severity, Surface
-from rlsec.errors import ConfigError
+from rlsec.errors import ConfigError, IntegrityViolation
 from rlsec.evaluate.stats import RunningMoments
 
 __all__ = [
@@ -257,6 +263,11 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         self._env_steps = 0
         self._buffer_pos: int | None = None
         self._pending_rows = 0
+        self._buf: Any = None
+        self._seals: np.ndarray | None = None  # (buffer_size, 16) BLAKE2b digest per row
+        self._sealed: np.ndarray | None = None
+        self._key = secrets.token_bytes(32)
+        self._expected: dict[str, np.ndarray] | None = None
         self._probe_rows: list[np.ndarray] = []
         self.probe_size = int(probe_size)
         self._ref_actions: np.ndarray | None = None
@@ -352,6 +363,9 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if self._buf is not None:
+            self._guard("buffer-integrity", Surface.DATA, self.verify_buffer)
+            self._buf.__dict__.pop("_get_samples", None)  # its own method (stays picklable)
 
     def _accumulate(self, p: torch.Tensor) -> None:
         if p.grad is not None:
@@ -476,10 +490,15 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         """SB3 stores one row per vector step, right after this callback's ``on_step``: the
         buffer's write position must advance by exactly the rows stored since the last check
         (one after an ``on_step``, none after a rollout's end). Checked at every step and again
-        at the end of every rollout, before the learner trains on the buffer."""
+        at the end of every rollout, before the learner trains on the buffer. The row the
+        learner stored must hold the transition this monitor saw at that step; every new row
+        is then sealed (:meth:`_verified_samples` checks the seals of what the learner
+        samples)."""
         buf = getattr(self.model, "replay_buffer", None)
         if buf is None:
             return
+        if buf is not self._buf:
+            self._bind(buf)
         pos, size = int(buf.pos), int(buf.buffer_size)
         if self._buffer_pos is not None:
             added = (pos - self._buffer_pos) % size
@@ -493,8 +512,138 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                     "entered it without coming from the environment",
                     rows=added,
                 )
+            if added and self._expected is not None:
+                self._check_stored(buf, (pos - 1) % size, self._expected)
+            self._seal(buf, (self._buffer_pos + np.arange(added)) % size)
         self._buffer_pos = pos
         self._pending_rows = 1 if after_step else 0
+        self._expected = self._transition(buf) if after_step else None
+
+    def _bind(self, buf: Any) -> None:
+        """Start guarding ``buf``: seal the rows it already holds (taken as they are now) and
+        route the learner's sampling through :meth:`_verified_samples`."""
+        from stable_baselines3.common.buffers import ReplayBuffer
+
+        if type(buf) is not ReplayBuffer or buf.optimize_memory_usage:
+            raise ConfigError(
+                "buffer-integrity guards a plain ReplayBuffer with next observations stored "
+                f"apart (optimize_memory_usage=False); got {type(buf).__name__} "
+                f"(optimize_memory_usage={getattr(buf, 'optimize_memory_usage', None)})"
+            )
+        if getattr(self.model, "_vec_normalize_env", None) is not None:
+            raise ConfigError(
+                "buffer-integrity compares stored rows with the environment's transitions; "
+                "with VecNormalize the learner stores de-normalised copies it cannot check"
+            )
+        size = int(buf.buffer_size)
+        self._seals = np.zeros((size, 16), dtype=np.uint8)
+        self._sealed = np.zeros(size, dtype=bool)
+        self._seal(buf, np.arange(size if buf.full else int(buf.pos)))
+        buf._get_samples = functools.partial(self._verified_samples, buf._get_samples)  # type: ignore[method-assign]
+        self._buf, self._buffer_pos, self._expected = buf, None, None
+
+    def _digests(self, buf: Any, rows: np.ndarray) -> np.ndarray:
+        """The keyed BLAKE2b digest (16 bytes) of each of ``rows``, over all their fields."""
+        k = len(rows)
+        data = np.concatenate(
+            [
+                np.ascontiguousarray(getattr(buf, name)[rows]).reshape(k, -1).view(np.uint8)
+                for name in _ROW_FIELDS
+            ],
+            axis=1,
+        )
+        out = np.empty((k, 16), dtype=np.uint8)
+        for i in range(k):
+            out[i] = np.frombuffer(
+                hashlib.blake2b(data[i], key=self._key, digest_size=16).digest(), np.uint8
+            )
+        return out
+
+    def _seal(self, buf: Any, rows: np.ndarray) -> None:
+        assert self._seals is not None
+        assert self._sealed is not None
+        if len(rows):
+            self._seals[rows] = self._digests(buf, rows)
+            self._sealed[rows] = True
+
+    def _transition(self, buf: Any) -> dict[str, np.ndarray]:
+        """The row SB3 is about to store for this step (``_store_transition``), as the
+        buffer's arrays will hold it."""
+        loc = self.locals
+        n = int(buf.n_envs)
+        nxt = np.array(loc["new_obs"])
+        dones = np.asarray(loc["dones"]).reshape(n)
+        infos = loc.get("infos", [{}] * n)
+        for i, info in enumerate(infos):
+            if dones[i] and "terminal_observation" in info:
+                nxt[i] = info["terminal_observation"]
+        row = {
+            "observations": self.model._last_obs,  # what SB3 stores without VecNormalize
+            "next_observations": nxt,
+            "actions": np.asarray(loc["buffer_actions"]).reshape(n, buf.action_dim),
+            "rewards": loc["rewards"],
+            "dones": dones,
+            "timeouts": [
+                buf.handle_timeout_termination and info.get("TimeLimit.truncated", False)
+                for info in infos
+            ],
+        }
+        return {
+            k: np.asarray(v).astype(getattr(buf, k).dtype).reshape(getattr(buf, k)[0].shape)
+            for k, v in row.items()
+        }
+
+    def _check_stored(self, buf: Any, row: int, expected: dict[str, np.ndarray]) -> None:
+        differ = [k for k in _ROW_FIELDS if not np.array_equal(getattr(buf, k)[row], expected[k])]
+        if differ:
+            self._hard(
+                "buffer-integrity",
+                Surface.DATA,
+                f"replay-buffer row {row} does not hold the transition the environment "
+                f"produced ({', '.join(differ)} differ): it was changed before the learner "
+                "could use it",
+                row=int(row),
+                fields=differ,
+            )
+
+    def _verified_samples(
+        self, get_samples: Callable[..., Any], batch_inds: Any, env: Any = None
+    ) -> Any:
+        """The learner's ``ReplayBuffer._get_samples``, after checking the seal of every
+        sampled row. A broken seal is a HIGH finding; if that (or any earlier finding) stops
+        training, :class:`~rlsec.errors.IntegrityViolation` is raised instead of returning
+        the batch, so the learner never trains on it."""
+        self._guard("buffer-integrity", Surface.DATA, lambda: self._verify_rows(batch_inds))
+        if self.halted:
+            raise IntegrityViolation(
+                f"training stopped at step {self.num_timesteps} before a gradient step on "
+                f"replay-buffer rows: {self.findings[-1].message}"
+            )
+        return get_samples(batch_inds, env=env)
+
+    def verify_buffer(self) -> None:
+        """Check the seal of every row the replay buffer holds (run at the end of each
+        ``learn``; the learner's samples are checked as it draws them)."""
+        buf = self._buf
+        if buf is not None:
+            self._verify_rows(np.arange(int(buf.buffer_size) if buf.full else int(buf.pos)))
+
+    def _verify_rows(self, rows: Any) -> None:
+        buf, seals, sealed = self._buf, self._seals, self._sealed
+        assert seals is not None
+        assert sealed is not None
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        bad = ~sealed[rows] | np.any(self._digests(buf, rows) != seals[rows], axis=1)
+        broken = [int(r) for r in rows[bad]]
+        if broken:
+            self._hard(
+                "buffer-integrity",
+                Surface.DATA,
+                f"{len(broken)} replay-buffer rows changed after they were stored "
+                f"(rows {broken[:8]}{' ...' if len(broken) > 8 else ''})",
+                rows=broken,
+            )
+            self._seal(buf, rows[bad])  # reported once; sealed as they are now
 
     def _check_update_log(self) -> None:
         values = getattr(self.model.logger, "name_to_value", {})
@@ -544,6 +693,10 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                 {"to_step": self._good_step, "timesteps": int(self.num_timesteps)},
             )
         )
+
+
+#: the arrays of an SB3 ReplayBuffer row that a seal covers
+_ROW_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
 def _disagreement(a: np.ndarray, b: np.ndarray) -> float:
