@@ -4,9 +4,11 @@
 **Online (replay buffer).** DQN learns CartPole-v1 with the RL Zoo recipe
 (`rlsec.defenses.train_policy`, --steps environment steps) while a `ReplayPoisoner` writes
 crafted copies of genuine transitions into its replay buffer, a fraction --fractions of the
-genuine ones, in `replace` mode (overwriting genuine entries in place, which the integrity
-monitor's buffer accounting cannot see; the default monitor runs, and its findings are
-counted). One extra run in `direct` mode shows the monitor stopping the attack.
+genuine ones, in `replace` mode (overwriting genuine entries in place: the integrity
+monitor's buffer accounting cannot see it, its buffer seals can). The monitor runs with the
+shipped thresholds without stopping training, so the attack's damage is measured, and its
+findings are counted. Two extra runs under the default monitor, in `direct` and `replace`
+mode, show it stopping each attack.
 
 **Offline (dataset).** --dataset-steps transitions are collected from zoo:cartpole-dqn with 30%
 uniformly random actions; `fitted_q` (offline double DQN with a conservative penalty) learns
@@ -63,6 +65,8 @@ from rlsec.attacks.data import (
     poison_dataset,
 )
 from rlsec.defenses import TrainConfig, train_policy
+from rlsec.defenses.monitors import IntegrityMonitor
+from rlsec.defenses.training import shipped_thresholds
 from rlsec.errors import IntegrityViolation
 from rlsec.policies import load_policy
 
@@ -86,7 +90,10 @@ def build(name: str, fraction: float, mode: str) -> DataAttack:
     return make_data_attack(attack_id, EPS, fraction=fraction, mode=mode, **params)  # type: ignore[arg-type]
 
 
-def train(out: Path, seed: int, steps: int, smoke: bool, callbacks: list[Any]) -> dict[str, Any]:
+def train(
+    out: Path, seed: int, steps: int, smoke: bool, callbacks: list[Any], *, halt: bool = False
+) -> dict[str, Any]:
+    """Train DQN; the monitor stops training on a high finding only with ``halt``."""
     if not callbacks and (out / "training.json").is_file():  # a clean run kept in --work
         summary = json.loads((out / "training.json").read_text())
         return {"policy": load_policy(out / "policy"), "monitor": summary["monitor"]}
@@ -98,6 +105,11 @@ def train(out: Path, seed: int, steps: int, smoke: bool, callbacks: list[Any]) -
         ),
         out,
         callbacks=callbacks,
+        monitor="default"
+        if halt
+        else IntegrityMonitor(
+            shipped_thresholds("dqn", ENV), halt=None, findings_path=out / "findings.jsonl"
+        ),
     )
     summary = json.loads(result.summary.read_text())
     return {"policy": load_policy(result.policy_dir), "monitor": summary["monitor"]}
@@ -145,11 +157,11 @@ def online(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def direct_is_caught(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    attack = build("target+relabel", args.fractions[0], "direct")
+def is_caught(args: argparse.Namespace, work: Path, mode: str) -> dict[str, Any]:
+    attack = build("target+relabel", args.fractions[0], mode)
     cb = attack.callback(seed=0)
     try:
-        train(work / "direct", 0, args.steps, args.smoke, [cb])
+        train(work / mode, 0, args.steps, args.smoke, [cb], halt=True)
     except IntegrityViolation as exc:
         return {"stopped": True, "message": str(exc), "crafted": cb.record.crafted}
     return {"stopped": False, "crafted": cb.record.crafted}
@@ -271,11 +283,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         rows = [] if args.skip_offline else offline(args)
-        caught: dict[str, Any] | None = None
+        caught: dict[str, Any] = {}
         if not args.skip_online:
             rows += online(args, work)
             if "target+relabel" in args.attacks:
-                caught = direct_is_caught(args, work)
+                caught = {mode: is_caught(args, work, mode) for mode in ("direct", "replace")}
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -289,11 +301,12 @@ def main() -> None:
     if not args.skip_online:
         print(f"\n### Online: DQN recipe, {args.steps} steps, replay-buffer poisoning\n")
         table(rows, "online")
-        print(f"\n`direct` mode under the default monitor: {caught}")
+        for mode, verdict in caught.items():
+            print(f"\n`{mode}` mode under the default monitor: {verdict}")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     if args.json is not None:
         slim = [{k: v for k, v in r.items() if k != "row"} | {"row": r["row"]} for r in rows]
-        args.json.write_text(json.dumps({"rows": slim, "direct": caught}, indent=2, default=str))
+        args.json.write_text(json.dumps({"rows": slim, "caught": caught}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ scripts/calibrate_monitors.py, other seeds), trains:
   * clean runs: any finding of a calibrated check is a false positive;
   * attacked runs, the attack starting at ``--onset`` of training: reward sign flips, bounded
     reward noise, teleported observations (falsified transitions), a one-off tampering of the
-    actor's weights, and (DQN) transitions written straight into the replay buffer.
+    actor's weights, and (DQN) transitions written straight into the replay buffer or
+    genuine rows of it overwritten in place.
 Reports per attack: true-positive rate (runs with a finding of the check that guards the
 attacked surface at or after the onset), detection latency in environment steps (median
 over detected runs), and on clean runs (held-out seeds) the false-positive rate per run and,
@@ -119,6 +120,26 @@ class InjectBuffer(BaseCallback):
         return True
 
 
+class ReplaceBuffer(BaseCallback):
+    """Data poisoning in place: from ``onset`` on, every ``every`` steps overwrite ``count``
+    random genuine rows of the replay buffer with a flipped reward (the buffer's write
+    position does not move)."""
+
+    def __init__(self, onset: int, every: int, count: int) -> None:
+        super().__init__()
+        self.onset, self.every, self.count = onset, every, count
+        self.rng = np.random.default_rng(7)
+
+    def _on_step(self) -> bool:
+        t = self.num_timesteps
+        if t >= self.onset and (t - self.onset) % self.every == 0:
+            buf = self.model.replay_buffer
+            filled = buf.buffer_size if buf.full else buf.pos
+            rows = self.rng.choice(filled, size=self.count, replace=False)
+            buf.rewards[rows] = -buf.rewards[rows]
+        return True
+
+
 #: attack -> (checks that guard its surface, how to set it up)
 Setup = Callable[
     [Clock, int], tuple[Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None, list[BaseCallback]]
@@ -168,6 +189,11 @@ ATTACKS: dict[str, tuple[tuple[str, ...], Setup, tuple[str, ...]]] = {
     "replay-buffer injection (4 rows / 256 steps)": (
         ("buffer-accounting",),
         lambda clock, onset: (None, [InjectBuffer(onset, 256, 4)]),
+        ("dqn",),
+    ),
+    "replay-buffer rows replaced in place (4 rows / 256 steps)": (
+        ("buffer-integrity",),
+        lambda clock, onset: (None, [ReplaceBuffer(onset, 256, 4)]),
         ("dqn",),
     ),
 }

@@ -154,11 +154,13 @@ class _Injector(BaseCallback):
         return True
 
 
-def test_replay_buffer_injection_is_found_at_the_step_it_happens() -> None:
+@pytest.mark.parametrize("monitor_first", [False, True])
+def test_replay_buffer_injection_is_found_at_the_step_it_happens(monitor_first: bool) -> None:
     def run(callbacks: list[BaseCallback]) -> IntegrityMonitor:
         monitor = IntegrityMonitor(window=64)
         model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, seed=0, device="cpu")
-        model.learn(300, callback=[*callbacks, monitor])
+        order = [monitor, *callbacks] if monitor_first else [*callbacks, monitor]
+        model.learn(300, callback=order)
         return monitor
 
     assert [f for f in run([]).findings if f.detector == "buffer-accounting"] == []
@@ -166,7 +168,10 @@ def test_replay_buffer_injection_is_found_at_the_step_it_happens() -> None:
     hits = [f for f in monitor.findings if f.detector == "buffer-accounting"]
     assert len(hits) == 1
     assert hits[0].evidence["rows"] == 6
-    assert monitor.first_alarm["buffer-accounting"] == 150  # the step it happened
+    # found at the step it happened, or the next check when the writer runs after the monitor
+    assert monitor.first_alarm["buffer-accounting"] == 150 + monitor_first
+    # the genuine row is among the new ones, wherever the writer put its own: no seal finding
+    assert [f for f in monitor.findings if f.detector == "buffer-integrity"] == []
 
 
 def test_drift_from_a_fixed_reference_is_found_and_rolled_back() -> None:

@@ -512,9 +512,10 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                     "entered it without coming from the environment",
                     rows=added,
                 )
+            rows = (self._buffer_pos + np.arange(added)) % size
             if added and self._expected is not None:
-                self._check_stored(buf, (pos - 1) % size, self._expected)
-            self._seal(buf, (self._buffer_pos + np.arange(added)) % size)
+                self._check_stored(buf, rows, self._expected)
+            self._seal(buf, rows)
         self._buffer_pos = pos
         self._pending_rows = 1 if after_step else 0
         self._expected = self._transition(buf) if after_step else None
@@ -593,16 +594,25 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
             for k, v in row.items()
         }
 
-    def _check_stored(self, buf: Any, row: int, expected: dict[str, np.ndarray]) -> None:
-        differ = [k for k in _ROW_FIELDS if not np.array_equal(getattr(buf, k)[row], expected[k])]
-        if differ:
+    def _check_stored(self, buf: Any, rows: np.ndarray, expected: dict[str, np.ndarray]) -> None:
+        """One of ``rows`` (those written since the last check: SB3's, and any a callback
+        added before or after it, which accounting reports) must hold ``expected``."""
+        same = np.ones(len(rows), dtype=bool)
+        for k in _ROW_FIELDS:
+            got = getattr(buf, k)[rows].reshape(len(rows), -1)
+            same &= np.all(got == expected[k].reshape(1, -1), axis=1)
+        if not same.any():
+            last = int(rows[-1])
+            differ = [
+                k for k in _ROW_FIELDS if not np.array_equal(getattr(buf, k)[last], expected[k])
+            ]
             self._hard(
                 "buffer-integrity",
                 Surface.DATA,
-                f"replay-buffer row {row} does not hold the transition the environment "
+                f"replay-buffer row {last} does not hold the transition the environment "
                 f"produced ({', '.join(differ)} differ): it was changed before the learner "
                 "could use it",
-                row=int(row),
+                row=last,
                 fields=differ,
             )
 
