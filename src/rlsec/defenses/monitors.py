@@ -363,7 +363,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         for h in self._hooks:
             h.remove()
         self._hooks = []
-        if self._buf is not None:
+        if self._seals is not None:
             self._guard("buffer-integrity", Surface.DATA, self.verify_buffer)
             self._buf.__dict__.pop("_get_samples", None)  # its own method (stays picklable)
 
@@ -498,7 +498,9 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         if buf is None:
             return
         if buf is not self._buf:
-            self._bind(buf)
+            self._buf, self._seals = buf, None
+            self._bind(buf)  # a buffer it cannot guard is reported once; accounting goes on
+        sealing = self._seals is not None
         pos, size = int(buf.pos), int(buf.buffer_size)
         if self._buffer_pos is not None:
             added = (pos - self._buffer_pos) % size
@@ -513,12 +515,13 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                     rows=added,
                 )
             rows = (self._buffer_pos + np.arange(added)) % size
-            if added and self._expected is not None:
+            if sealing and added and self._expected is not None:
                 self._check_stored(buf, rows, self._expected)
-            self._seal(buf, rows)
+            if sealing:
+                self._seal(buf, rows)
         self._buffer_pos = pos
         self._pending_rows = 1 if after_step else 0
-        self._expected = self._transition(buf) if after_step else None
+        self._expected = self._transition(buf) if after_step and sealing else None
 
     def _bind(self, buf: Any) -> None:
         """Start guarding ``buf``: seal the rows it already holds (taken as they are now) and
@@ -541,7 +544,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         self._sealed = np.zeros(size, dtype=bool)
         self._seal(buf, np.arange(size if buf.full else int(buf.pos)))
         buf._get_samples = functools.partial(self._verified_samples, buf._get_samples)  # type: ignore[method-assign]
-        self._buf, self._buffer_pos, self._expected = buf, None, None
+        self._buffer_pos, self._expected = None, None
 
     def _digests(self, buf: Any, rows: np.ndarray) -> np.ndarray:
         """The keyed BLAKE2b digest (16 bytes) of each of ``rows``, over all their fields."""
@@ -635,7 +638,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         """Check the seal of every row the replay buffer holds (run at the end of each
         ``learn``; the learner's samples are checked as it draws them)."""
         buf = self._buf
-        if buf is not None:
+        if buf is not None and self._seals is not None:
             self._verify_rows(np.arange(int(buf.buffer_size) if buf.full else int(buf.pos)))
 
     def _verify_rows(self, rows: Any) -> None:
