@@ -514,10 +514,10 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                     "entered it without coming from the environment",
                     rows=added,
                 )
-            rows = (self._buffer_pos + np.arange(added)) % size
-            if sealing and added and self._expected is not None:
-                self._check_stored(buf, rows, self._expected)
             if sealing:
+                rows = (self._buffer_pos + np.arange(added)) % size
+                if added and self._expected is not None:
+                    self._check_stored(buf, rows, self._expected)
                 self._seal(buf, rows)
         self._buffer_pos = pos
         self._pending_rows = 1 if after_step else 0

@@ -16,10 +16,11 @@ Solvers (``precise=True``, the default): chains are solved directly, by Storm's 
 mixes (a random policy on slippery CliffWalking needs 3e5 expected steps: value iteration of
 any kind, sound or optimistic, then runs for minutes); MDPs by Storm's sound value iteration
 (it brackets the value from both sides) at precision 1e-12, absolute for probabilities and
-relative for expected rewards. On large models (a million states) where a direct solve fills
-in and sound value iteration converges slowly, ``check(..., precise=False)`` uses Storm's
-topological solver (strongly connected components in order): fast, without a guaranteed error
-bound (about 1e-7 relative in the tests).
+relative for expected rewards (a million-state grid chain solves directly in seconds,
+``benchmarks/verify.py``). Where a direct solve would fill in too much memory, or an MDP's
+value iteration converges slowly, ``check(..., precise=False)`` uses Storm's topological
+solver (strongly connected components in order): fast, without a guaranteed error bound
+(about 1e-7 relative in the tests).
 
 Example:
     >>> from rlsec.verify.model import Model
