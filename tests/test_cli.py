@@ -162,6 +162,54 @@ def test_listing_commands(tmp_path: Path) -> None:
     assert "zoo:pendulum-sac" in proc.stdout
 
 
+def test_verify_then_redteam_replays_the_attackers_strategy(tmp_path: Path) -> None:
+    proc = rlsec(
+        "verify",
+        "--policy",
+        "zoo:frozenlake-ppo",
+        "--env",
+        "FrozenLake-v1",
+        "--property",
+        'Pmin=? [F "goal"]',
+        "--attack-radius",
+        "1",
+        "--strategy",
+        "s.json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    proc = rlsec(
+        "redteam",
+        "--policy",
+        "zoo:frozenlake-ppo",
+        "--strategy",
+        "s.json",
+        "--alpha",
+        "0.1",
+        "--episodes",
+        "40",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["attack"]: r for r in results["results"]}
+    replay = rows["strategy-obs-v1"]
+    assert (replay["epsilon"], replay["norm"], replay["unit"]) == (1.0, "index", "raw")
+    assert replay["params"]["strategy"]["property"] == 'Pmin=? [F "goal"]'
+    assert replay["mean_return"] <= replay["params"]["strategy"]["bound"] + 0.15
+    assert results["config"]["attack_params"] == {"strategy-obs-v1": {"strategy": "s.json"}}
+    assert "strategy-obs-v1" in proc.stdout
+    # a strategy in standard-deviation units, or a file that is not one, is refused clearly
+    bad = rlsec("redteam", "--strategy", "s.json", "--eps-unit", "std", cwd=tmp_path)
+    assert bad.returncode != 0 and "raw units" in bad.stderr
+    (tmp_path / "x.json").write_text("{}")
+    bad = rlsec("redteam", "--policy", "zoo:frozenlake-ppo", "--strategy", "x.json", cwd=tmp_path)
+    assert bad.returncode != 0 and "not an attack strategy file" in bad.stderr
+
+
 def test_train_writes_a_policy_that_redteam_accepts(tmp_path: Path) -> None:
     run = rlsec(
         "train",

@@ -68,11 +68,12 @@ def _redteam(
         str | None, typer.Option(help="Comma-separated observation budgets ε, in --eps-unit.")
     ] = None,
     eps_unit: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="raw (observation units) or std (per-feature clean standard deviations)."
+            help="raw (observation units) or std (per-feature clean standard deviations); "
+            "default std, raw with --strategy."
         ),
-    ] = "std",
+    ] = None,
     alpha: Annotated[
         str | None, typer.Option(help="Comma-separated action-attack budgets α (probabilities).")
     ] = None,
@@ -93,6 +94,14 @@ def _redteam(
             "smoothing:sigma=0.2,n=100 (sigma in --eps-unit unless unit=raw|std is given)."
         ),
     ] = None,
+    strategy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also replay this verified attacker's optimal strategy (`rlsec verify "
+            "--attack-radius R --strategy FILE`) as strategy-obs-v1; ε defaults to its "
+            "radius, in raw units."
+        ),
+    ] = None,
 ) -> None:
     """Attack a policy with every inference-time attack at several budgets; report the damage."""
     import torch
@@ -100,15 +109,31 @@ def _redteam(
     from rlsec.evaluate import DEFAULT_ALPHAS, DEFAULT_EPSILONS
     from rlsec.redteam import redteam as run
     from rlsec.report import eps50_table, results_table
+    from rlsec.verify.attack import Strategy
 
     eps_values = _floats(eps, "--eps")
     alpha_values = _floats(alpha, "--alpha")
+    attack_params: dict[str, dict[str, object]] = {}
+    if strategy is not None:
+        replay = Strategy.load(strategy)  # a clear error before anything runs
+        attack_params["strategy-obs-v1"] = {"strategy": str(strategy)}
+        if eps_unit not in (None, "raw"):
+            raise typer.BadParameter(
+                f"a strategy's radius is in raw units; got --eps-unit {eps_unit}",
+                param_hint="--eps-unit",
+            )
+        eps_unit = "raw"
+        if eps_values is None:
+            eps_values = [replay.radius]
+    eps_unit = eps_unit or "std"
     if eps_unit not in ("raw", "std"):
         raise typer.BadParameter(f"expected raw or std, got {eps_unit!r}", param_hint="--eps-unit")
     if seeds < 1:
         raise typer.BadParameter(f"expected >= 1, got {seeds}", param_hint="--seeds")
     torch.set_num_threads(max(1, threads))
     attack_ids = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    if strategy is not None and attack_ids is not None and "strategy-obs-v1" not in attack_ids:
+        attack_ids.append("strategy-obs-v1")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -136,6 +161,7 @@ def _redteam(
             seeds=[seed + i for i in range(seeds)],
             num_envs=num_envs,
             defense=defense,
+            attack_params=attack_params,
             out=out,
             progress=progress,
         )
@@ -474,10 +500,11 @@ def _attacks() -> None:
     groups = (("rlsec redteam", ATTACKS), ("rlsec poison", training_attacks()))
     for command, registry in groups:
         for attack_id, cls in registry.items():
+            needs = " ".join(f"--{k} FILE" for k in getattr(cls, "requires", ()))
             table.add_row(
                 attack_id,
                 cls.surface.value,
-                command,
+                f"{command} {needs}".strip(),
                 ",".join(cls.norms),
                 cls.knowledge,
                 " ".join(cls.atlas),

@@ -62,9 +62,9 @@ class Surface(StrEnum):
     INTERFACE = "interface"
 
 
-Norm = Literal["linf", "l2", "l0", "prob", "mix"]
+Norm = Literal["linf", "l2", "l0", "index", "prob", "mix"]
 Unit = Literal["raw", "std", "probability"]
-_NORMS = ("linf", "l2", "l0", "prob", "mix")
+_NORMS = ("linf", "l2", "l0", "index", "prob", "mix")
 _UNITS = ("raw", "std", "probability")
 _KNOWLEDGE = ("white-box", "black-box")
 _FREQUENCY = ("every-step", "budgeted-steps")
@@ -79,7 +79,9 @@ class ThreatModel:
         surface: which part of the loop the adversary touches.
         epsilon: the budget. For observation attacks, the radius of the ε-ball in ``unit``;
             for action attacks, the probability (``prob``) or mixing weight (``mix``).
-        norm: ``linf``/``l2``/``l0`` for perturbations, ``prob``/``mix`` for action takeover.
+        norm: ``linf``/``l2``/``l0`` for perturbations, ``index`` for index observations
+            replaced by the observation of a state within distance ε (grid cells),
+            ``prob``/``mix`` for action takeover.
         unit: ``raw`` observation units, ``std`` per-feature standard deviations of clean
             observations, or ``probability``.
         knowledge: ``white-box`` (weights and gradients) or ``black-box`` (queries only).

@@ -21,9 +21,12 @@ from rlsec.core import Surface, ThreatModel
 from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError
 from rlsec.policies import TorchPolicy, from_torch, load_policy
 
-# sa-rl trains a PPO adversary; it is tested on its own in test_learned.py
+# sa-rl trains a PPO adversary; it is tested on its own in test_learned.py. strategy-obs-v1
+# replays a verified attacker's strategy on its finite model: tests/verify/test_attack.py
 CHEAP_OBS_ATTACKS = sorted(
-    i for i, c in ATTACKS.items() if c.surface is Surface.OBSERVATION and i != "sa-rl-obs-v1"
+    i
+    for i, c in ATTACKS.items()
+    if c.surface is Surface.OBSERVATION and i not in ("sa-rl-obs-v1", "strategy-obs-v1")
 )
 
 

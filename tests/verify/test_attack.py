@@ -1,30 +1,29 @@
-"""Verification under a bounded observation attacker: the bound holds and is attained."""
+"""Verification under a bounded observation attacker: the bound holds and is attained, and
+the attacker's strategy replays as an attack in the red team."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlsec.attacks import make_attack
-from rlsec.errors import InvalidBudget
+from rlsec.attacks import StrategyReplay, make_attack
+from rlsec.core import Surface, ThreatModel
+from rlsec.errors import (
+    AttackNotApplicable,
+    BudgetViolation,
+    ConfigError,
+    InvalidBudget,
+    ModelError,
+)
 from rlsec.evaluate.stats import proportion_ci
 from rlsec.policies import load_policy
+from rlsec.redteam import redteam
 from rlsec.verify import Model, check, induced_chain
 from rlsec.verify.attack import Strategy, attacked_model, worst_case
-
-
-class _Substitute(gym.ObservationWrapper[Any, Any, Any]):
-    """Replays a strategy on index observations: shows the observation it names."""
-
-    def __init__(self, env: gym.Env[Any, Any], observe: np.ndarray) -> None:
-        super().__init__(env)
-        self.observe = observe
-
-    def observation(self, observation: Any) -> Any:
-        return int(self.observe[int(observation)])
 
 
 def _unsafe_rate(env: gym.Env[Any, Any], policy: Any, episodes: int, label: np.ndarray) -> int:
@@ -66,7 +65,8 @@ def test_index_attacker_bound_is_attained_by_replaying_its_strategy(tmp_path: An
     assert np.array_equal(again.observe, strategy.observe) and again.bound == strategy.bound
     # replayed in the real environment (100-step episodes): matches the bounded value
     bounded = check(m.chain(probs), 'P=? [F<=100 "hole"]').result
-    env = _Substitute(gym.make("FrozenLake-v1"), strategy.observe)
+    replay = StrategyReplay.from_strategy(again)
+    env = replay.as_wrapper(gym.make("FrozenLake-v1"), policy, seed=0)
     n = 1000
     hits = _unsafe_rate(env, policy, n, m.labels["hole"])
     lo, hi = proportion_ci(hits, n, level=0.999)
@@ -94,6 +94,115 @@ def test_feature_attacker_bound_holds_against_every_redteam_attack() -> None:
         hits = _unsafe_rate(env, policy, n, unsafe)
         lo, _ = proportion_ci(hits, n, level=0.999)
         assert lo <= bound.result, attack_id
+
+
+def test_replayed_strategy_in_the_red_team_is_never_better_for_the_policy_than_verified(
+    tmp_path: Any,
+) -> None:
+    # FrozenLake's return is 1 on reaching the goal within its 100 steps: Pmin=? [F<=100
+    # "goal"] of the attacked MDP bounds the return of every attacker with the budget
+    # (history-dependent ones included), so the red team's replay can never do better
+    # than it, and it attains exactly its own strategy's value.
+    policy = load_policy("zoo:frozenlake-ppo")
+    m = Model.from_env("FrozenLake-v1")
+    attacked = attacked_model(m, policy, 1)
+    _, strategy = worst_case(
+        attacked, 'Pmin=? [F "goal"]', env_id="FrozenLake-v1", policy_sha256=policy.info.sha256
+    )
+    bound = check(attacked.mdp, 'Pmin=? [F<=100 "goal"]').result
+    own = check(m.chain(np.eye(4)[policy.act(strategy.observe)]), 'P=? [F<=100 "goal"]').result
+    assert own >= bound - 1e-12
+    strategy.save(tmp_path / "s.json")
+    episodes = 400
+    results = redteam(
+        policy,
+        attacks=["strategy-obs-v1"],
+        epsilons=[1],
+        eps_unit="raw",
+        alphas=[],
+        episodes=episodes,
+        attack_params={"strategy-obs-v1": {"strategy": tmp_path / "s.json"}},
+    )
+    (row,) = results["results"]
+    assert (row["attack"], row["norm"], row["unit"], row["epsilon"]) == (
+        "strategy-obs-v1",
+        "index",
+        "raw",
+        1.0,
+    )
+    assert row["params"]["strategy"]["bound"] == pytest.approx(strategy.bound)
+    successes = round(row["mean_return"] * episodes)
+    lo, hi = proportion_ci(successes, episodes, level=0.999)
+    assert lo <= own <= hi  # the replay is the strategy, exactly
+    assert hi >= bound  # and the verified worst case is never beaten
+    assert row["mean_return"] < results["clean"]["mean_return"] - 0.2  # it does real damage
+    json.dumps(results)  # results stay JSON
+
+
+def test_a_strategy_that_leaves_its_budget_or_its_policy_is_refused(tmp_path: Any) -> None:
+    policy = load_policy("zoo:frozenlake-ppo")
+    m = Model.from_env("FrozenLake-v1")
+    _, strategy = worst_case(
+        attacked_model(m, policy, 1), 'Pmax=? [F "hole"]', env_id="FrozenLake-v1"
+    )
+    # a tampered strategy that shows the goal's observation from the start: never silent
+    far = Strategy(**{**vars(strategy), "observe": np.full(16, 15)})
+    attack = StrategyReplay.from_strategy(far)
+    attack.start(policy, num_envs=1, rng=np.random.default_rng(0), env_id="FrozenLake-v1")
+    with pytest.raises(BudgetViolation, match="distance 6 > ε = 1"):
+        attack.perturb(np.array([0]))
+    assert attack.perturb(np.array([15])).tolist() == [15]  # at distance 0 it is allowed
+    # a smaller budget than the strategy's radius, another policy, continuous units
+    small = StrategyReplay(ThreatModel(Surface.OBSERVATION, 0.5, "index"), strategy=strategy)
+    with pytest.raises(AttackNotApplicable, match="radius 1"):
+        small.check_applicable(policy)
+    other = Strategy(**{**vars(strategy), "policy_sha256": "0" * 64})
+    with pytest.raises(AttackNotApplicable, match="computed for policy 000000000000"):
+        StrategyReplay.from_strategy(other).check_applicable(policy)
+    with pytest.raises(ConfigError, match="unit='raw'"):
+        make_attack("strategy-obs-v1", 1, unit="std", strategy=strategy)
+    with pytest.raises(ConfigError, match="needs the strategy"):
+        make_attack("strategy-obs-v1", 1)
+    (tmp_path / "bad.json").write_text('{"kind": "something else"}')
+    with pytest.raises(ConfigError, match="not an attack strategy file"):
+        make_attack("strategy-obs-v1", 1, strategy=tmp_path / "bad.json")
+    # a campaign runs it only when given a strategy, and says why otherwise
+    results = redteam(policy, alphas=[0.1], episodes=4)
+    assert {"attack": "strategy-obs-v1", "reason": "needs strategy"} in results["skipped"]
+    with pytest.raises(ConfigError, match="needs strategy"):
+        redteam(policy, attacks=["strategy-obs-v1"], epsilons=[1], eps_unit="raw", episodes=4)
+
+
+def test_feature_strategy_replay_stays_in_its_ball_and_under_its_bound() -> None:
+    policy = load_policy("zoo:plant-ppo")
+    env_id = "rlsec/SlipperyPlant-v0"
+    m = Model.from_env(env_id)
+    eps = 0.05
+    attacked = attacked_model(m, policy, eps)
+    bound, strategy = worst_case(attacked, 'Pmax=? [F "unsafe"]', env_id=env_id)
+    replay = StrategyReplay.from_strategy(strategy)
+    assert replay.threat_model.norm == "linf"
+    replay.start(policy, num_envs=len(m.observations), rng=np.random.default_rng(0))
+    x0 = m.observations.astype(np.float32)
+    assert replay.states_of(x0).tolist() == list(range(m.n_states))
+    x = replay.perturb(x0)
+    assert np.abs(x - x0).max() <= eps + 1e-6  # inside the ball (checked at run time too)
+    induced = np.asarray(policy.act(x))
+    # where the strategy keeps the policy's own action, the observation is left clean
+    same = strategy.action == np.asarray(policy.act(x0))
+    assert np.array_equal(x[same], x0[same])
+    assert np.any(induced != np.asarray(policy.act(x0)))  # and it does move some actions
+    # every action it induces is one the certified attacker may choose in that state
+    for s, a in enumerate(induced):
+        assert a in {int(attacked.action[c]) for c in attacked.choices(s)}
+    unsafe = m.labels["unsafe"]
+    n = 200
+    env = StrategyReplay.from_strategy(strategy).as_wrapper(gym.make(env_id), policy, seed=0)
+    hits = _unsafe_rate(env, policy, n, unsafe)
+    lo, _ = proportion_ci(hits, n, level=0.999)
+    assert lo <= bound.result
+    with pytest.raises(ModelError, match="not emitted by any state"):
+        replay.states_of(x0[:1] + 0.5)
 
 
 def test_bad_budgets_are_refused() -> None:

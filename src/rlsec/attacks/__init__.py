@@ -34,6 +34,7 @@ from rlsec.attacks.observation import (
     TimedObservation,
     UniformNoiseObservation,
 )
+from rlsec.attacks.strategy import StrategyReplay
 from rlsec.core import Attack, Surface, ThreatModel
 from rlsec.errors import UnknownAttack
 
@@ -52,6 +53,7 @@ __all__ = [
     "PGDObservation",
     "PRAdversarialAction",
     "PRRandomAction",
+    "StrategyReplay",
     "TimedObservation",
     "UniformNoiseObservation",
     "attack_class",
@@ -70,6 +72,7 @@ ATTACKS: dict[str, type[Attack]] = {
         CriticObservation,
         TimedObservation,
         LearnedObservation,
+        StrategyReplay,
         PRRandomAction,
         PRAdversarialAction,
         NRRandomAction,

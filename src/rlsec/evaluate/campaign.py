@@ -8,6 +8,7 @@ The result is a plain dict following the ``results.json`` contract (see ``docs/r
 from __future__ import annotations
 
 import math
+import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -93,7 +94,14 @@ class CampaignConfig:
             self.defense = str(parse_defense(self.defense))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        params, self.attack_params = self.attack_params, {}
+        try:
+            d = asdict(self)
+        finally:
+            self.attack_params = params
+        d["attack_params"] = {
+            a: {k: _jsonable(v) for k, v in ps.items()} for a, ps in params.items()
+        }
         d["attacks"] = list(self.attacks) if self.attacks is not None else None
         d["epsilons"], d["alphas"], d["seeds"] = (
             [float(e) for e in self.epsilons],
@@ -101,6 +109,18 @@ class CampaignConfig:
             [int(s) for s in self.seeds],
         )
         return d
+
+
+def _jsonable(value: Any) -> Any:
+    """An attack parameter as recorded in results: objects by their ``to_dict()``, paths
+    as strings, arrays as lists."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 def _budgets(cls: type[Attack], config: CampaignConfig) -> list[float]:
@@ -139,6 +159,16 @@ def applicable_attacks(
         if not budgets:
             if explicit:
                 raise ConfigError(f"{attack_id} needs budgets but none were given")
+            continue
+        missing = [
+            k
+            for k in getattr(cls, "requires", ())
+            if k not in config.attack_params.get(attack_id, {})
+        ]
+        if missing:
+            if explicit:
+                raise ConfigError(f"{attack_id} needs {', '.join(missing)} (attack_params)")
+            skipped.append({"attack": attack_id, "reason": f"needs {', '.join(missing)}"})
             continue
         try:
             _build(attack_id, budgets[0], config).check_applicable(policy)
