@@ -61,6 +61,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -73,12 +74,17 @@ from rlsec.errors import AttackNotApplicable, ConfigError
 
 __all__ = [
     "DETECTOR",
+    "REVERSAL_DETECTOR",
+    "ForcedResponse",
     "InvertedTrigger",
+    "ResponseScan",
     "TriggerInversion",
     "anomaly_index",
+    "forced_responses",
     "invert_triggers",
     "probe_states",
     "scan_backdoor",
+    "scan_reversals",
 ]
 
 #: The detector id recorded in findings.
@@ -276,27 +282,11 @@ def invert_triggers(
         ConfigError: bad probe states or settings.
     """
     cfg = (config or TriggerInversion()).validated()
-    obs_space, act_space = policy.observation_space, policy.action_space
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise AttackNotApplicable(f"trigger inversion needs vector observations, got {obs_space}")
-    if not isinstance(act_space, gym.spaces.Discrete):
-        raise AttackNotApplicable(f"trigger inversion needs discrete actions, got {act_space}")
-    x = np.asarray(probe, dtype=np.float64)
-    dim = int(obs_space.shape[0])
-    if x.ndim != 2 or x.shape[1] != dim or len(x) < 3:
-        raise ConfigError(
-            f"probe states must be an array of shape (N >= 3, {dim}), got shape {x.shape}"
-        )
-    if not np.all(np.isfinite(x)):
-        raise ConfigError("probe states must be finite")
-    x = _subset(x, cfg.max_probe_states)
-    sd = np.maximum(x.std(axis=0), _MIN_STD)
-    box = _bounds(obs_space, x, sd, cfg.pattern_range)
-    n_actions = int(act_space.n)
+    x, sd, box, n_actions, start = _setup(policy, probe, cfg.max_probe_states, cfg.pattern_range)
+    dim = x.shape[1]
     support = cfg.support
     if support == "auto":
         support = "joint" if n_actions >= 3 else "per-feature"
-    start = int(act_space.start)
     if support == "per-feature":
         return [
             t
@@ -317,6 +307,24 @@ def _act_index(policy: Policy, x: np.ndarray, start: int) -> np.ndarray:
     return np.asarray(policy.act(x.astype(obs_space.dtype))) - start
 
 
+def _stamp_rates(
+    policy: Policy, x: np.ndarray, i: int, values: np.ndarray, n_actions: int, start: int
+) -> np.ndarray:
+    """``rates[g, a]``: the fraction of states ``x`` on which the policy takes action ``a``
+    once feature ``i`` is stamped to ``values[g]``. Batched over values and states."""
+    n, dim = x.shape
+    rates = np.zeros((len(values), n_actions))
+    chunk = max(1, 65536 // n)
+    for g0 in range(0, len(values), chunk):
+        vs = values[g0 : g0 + chunk]
+        batch = np.repeat(x[None], len(vs), axis=0)
+        batch[:, :, i] = vs[:, None]
+        acts = _act_index(policy, batch.reshape(-1, dim), start).reshape(len(vs), n)
+        for a in range(n_actions):
+            rates[g0 : g0 + len(vs), a] = (acts == a).mean(axis=1)
+    return rates
+
+
 def _per_feature(
     policy: Policy,
     x: np.ndarray,
@@ -329,16 +337,8 @@ def _per_feature(
 ) -> list[InvertedTrigger]:
     """Stamp feature ``i`` to each grid value; per action, the smallest feasible value."""
     values = np.linspace(box[0, i], box[1, i], cfg.grid)
-    n, dim = x.shape
-    rates = np.zeros((cfg.grid, n_actions))
-    chunk = max(1, 65536 // n)
-    for g0 in range(0, cfg.grid, chunk):
-        vs = values[g0 : g0 + chunk]
-        batch = np.repeat(x[None], len(vs), axis=0)
-        batch[:, :, i] = vs[:, None]
-        acts = _act_index(policy, batch.reshape(-1, dim), start).reshape(len(vs), n)
-        for a in range(n_actions):
-            rates[g0 : g0 + len(vs), a] = (acts == a).mean(axis=1)
+    dim = x.shape[1]
+    rates = _stamp_rates(policy, x, i, values, n_actions, start)
     sizes = np.abs(values[:, None] - x[None, :, i]).mean(axis=1) / sd[i]
     out = []
     for a in range(n_actions):
@@ -468,18 +468,35 @@ def scan_backdoor(
         ['HIGH']
     """
     cfg = (config or TriggerInversion()).validated()
+
+    def run(x: np.ndarray) -> list[Finding]:
+        return _judge(invert_triggers(policy, x, cfg, seed=seed), cfg, len(x))
+
+    return _scan(DETECTOR, run, policy, probe, env_id, episodes, seed, cfg.max_probe_states)
+
+
+def _scan(
+    detector: str,
+    run: Callable[[np.ndarray], list[Finding]],
+    policy: Policy,
+    probe: np.ndarray | None,
+    env_id: str | None,
+    episodes: int,
+    seed: int,
+    max_states: int,
+) -> list[Finding]:
+    """Collect the probe states if needed and run a scan; a crash is a finding, not a pass."""
     if probe is None and env_id is None:
-        raise ConfigError("scan_backdoor needs probe states or an env_id to collect them from")
+        raise ConfigError(f"{detector} needs probe states or an env_id to collect them from")
     try:
         if probe is None:
             assert env_id is not None
             probe = probe_states(
-                policy, env_id, episodes=episodes, seed=seed, max_states=cfg.max_probe_states
+                policy, env_id, episodes=episodes, seed=seed, max_states=max_states
             )
-        triggers = invert_triggers(policy, probe, cfg, seed=seed)
-        return _judge(triggers, cfg, len(probe))
+        return run(np.asarray(probe))
     except Exception as exc:  # a crashed check is a finding, never a pass
-        return [Finding.from_exception(DETECTOR, Surface.BACKDOOR, exc)]
+        return [Finding.from_exception(detector, Surface.BACKDOOR, exc)]
 
 
 def _judge(triggers: list[InvertedTrigger], cfg: TriggerInversion, n_probe: int) -> list[Finding]:
@@ -545,3 +562,344 @@ def _judge(triggers: list[InvertedTrigger], cfg: TriggerInversion, n_probe: int)
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
+
+
+# --- Response reversal -------------------------------------------------------------------
+
+#: The response-reversal scan's id in findings.
+REVERSAL_DETECTOR = "response-reversal-v1"
+
+
+@dataclass(frozen=True)
+class ResponseScan:
+    """Settings of the response-reversal scan (recorded in every finding).
+
+    Attributes:
+        success: fraction of probe states on which a stamp must make the policy take an
+            action for the stamp to *force* that action.
+        step: the nudge, in probe-state standard deviations, that measures which way a
+            feature moves the decisions inside the probe states' range.
+        margin: a stamp is out of support when it lies at least this many standard
+            deviations beyond the probe states' range of its feature. Just past the range a
+            network's extrapolation is not yet bound by its data: the zoo's CartPole DQN
+            turns around past the pole angle at which episodes end and forces push-left one
+            standard deviation beyond its range, which a margin of 1 reports. Every policy
+            ``benchmarks/backdoor.py`` flags has a reversal more than 5 beyond.
+        alpha: family-wise significance of the reversal test: a one-sided sign test per
+            candidate, Bonferroni-corrected over all candidates of the scan.
+        grid: stamp values tried per feature, evenly spaced over its pattern range.
+        pattern_range: for unbounded features, how many standard deviations beyond the probe
+            states' range the stamps go. A trigger beyond it is not found: with 10, the
+            benchmark's cart-velocity trigger (3 m/s, 20 standard deviations out) was missed
+            on 7 of 9 policies; with 30, on none.
+        max_probe_states: probe states used (an evenly spaced subset if more are given).
+    """
+
+    success: float = 0.95
+    step: float = 1.0
+    margin: float = 2.0
+    alpha: float = 0.01
+    grid: int = 201
+    pattern_range: float = 30.0
+    max_probe_states: int = 512
+
+    def validated(self) -> ResponseScan:
+        """Check every field.
+
+        Raises:
+            ConfigError: with what was expected and what was received.
+        """
+        if not 0.5 < float(self.success) <= 1.0:
+            raise ConfigError(f"success must be a fraction in (0.5, 1], got {self.success!r}")
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        for name in ("step", "pattern_range"):
+            v = float(getattr(self, name))
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
+        if not (math.isfinite(float(self.margin)) and float(self.margin) >= 0):
+            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin!r}")
+        for name, least in (("grid", 2), ("max_probe_states", 3)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ForcedResponse:
+    """An out-of-support stamp of one feature that forces one action, and which way the
+    feature moves that action inside the support and beyond it.
+
+    ``side`` is ``above`` (stamps beyond the probe states' maximum) or ``below``. ``value``
+    is the forcing stamp nearest the support and ``rate`` the fraction of probe states that
+    take ``action`` there. Inside the support, ``inside_toward`` counts the probe states whose
+    action becomes ``action`` when the feature is nudged toward ``side`` (``+step`` std
+    against ``-step`` std) and ``inside_away`` those whose action stops being it. Beyond the
+    support, ``beyond_toward`` and ``beyond_away`` count the same switches between the
+    feature stamped at the edge of the support and stamped at ``value``. ``p_value`` is the
+    larger of the two one-sided sign tests, ``inside_away > inside_toward`` and
+    ``beyond_toward > beyond_away`` (an intersection-union test: both directions must hold).
+    ``reversed`` is the verdict after the Bonferroni correction.
+    """
+
+    feature: int
+    side: Literal["above", "below"]
+    action: int
+    value: float
+    rate: float
+    support: tuple[float, float]
+    inside_toward: int
+    inside_away: int
+    beyond_toward: int
+    beyond_away: int
+    p_value: float
+    reversed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["value"] = round(self.value, 6)
+        out["support"] = [round(v, 6) for v in self.support]
+        return out
+
+
+def forced_responses(
+    policy: Policy, probe: np.ndarray, config: ResponseScan | None = None
+) -> list[ForcedResponse]:
+    """Every (feature, side, action) whose out-of-support stamps force the action, with the
+    sign tests of the trend inside and beyond the support, as described under
+    :func:`scan_reversals`.
+    Deterministic (no randomness).
+
+    Raises:
+        AttackNotApplicable: not vector observations and discrete actions.
+        ConfigError: bad probe states or settings.
+    """
+    cfg = (config or ResponseScan()).validated()
+    return _forced(policy, probe, cfg)[0]
+
+
+def _forced(
+    policy: Policy, probe: np.ndarray, cfg: ResponseScan
+) -> tuple[list[ForcedResponse], int]:
+    """The candidates of :func:`forced_responses`, and how many features had room for a
+    stamp out of support."""
+    x, sd, box, n_actions, start = _setup(policy, probe, cfg.max_probe_states, cfg.pattern_range)
+    found: list[ForcedResponse] = []
+    room = 0
+    for i in range(x.shape[1]):
+        lo, hi = float(x[:, i].min()), float(x[:, i].max())
+        values = np.linspace(box[0, i], box[1, i], cfg.grid)
+        sides = {
+            "above": values >= hi + cfg.margin * sd[i],
+            "below": values <= lo - cfg.margin * sd[i],
+        }
+        if not any(m.any() for m in sides.values()):
+            continue
+        room += 1
+        rates = _stamp_rates(policy, x, i, values, n_actions, start)
+        up, down = x.copy(), x.copy()
+        up[:, i] = np.clip(x[:, i] + cfg.step * sd[i], box[0, i], box[1, i])
+        down[:, i] = np.clip(x[:, i] - cfg.step * sd[i], box[0, i], box[1, i])
+        a_up, a_down = _act_index(policy, up, start), _act_index(policy, down, start)
+        for side, in_side in sides.items():
+            order = np.flatnonzero(in_side)
+            if side == "below":
+                order = order[::-1]  # outward: nearest the support first
+            ahead, behind = (a_up, a_down) if side == "above" else (a_down, a_up)
+            a_edge = _act_stamped(policy, x, i, hi if side == "above" else lo, start)
+            for a in range(n_actions):
+                hits = order[rates[order, a] >= cfg.success]
+                if len(hits) == 0:
+                    continue
+                g = int(hits[0])
+                a_v = _act_stamped(policy, x, i, float(values[g]), start)
+                inside = _switches(ahead, behind, a)
+                beyond = _switches(a_v, a_edge, a)
+                p = max(_sign_test(inside[1], inside[0]), _sign_test(*beyond))
+                found.append(
+                    ForcedResponse(
+                        feature=i,
+                        side=side,  # type: ignore[arg-type]
+                        action=start + a,
+                        value=float(values[g]),
+                        rate=float(rates[g, a]),
+                        support=(lo, hi),
+                        inside_toward=inside[0],
+                        inside_away=inside[1],
+                        beyond_toward=beyond[0],
+                        beyond_away=beyond[1],
+                        p_value=p,
+                    )
+                )
+    cut = cfg.alpha / max(len(found), 1)
+    return [replace(r, reversed=r.p_value < cut) for r in found], room
+
+
+def _act_stamped(policy: Policy, x: np.ndarray, i: int, value: float, start: int) -> np.ndarray:
+    stamped = x.copy()
+    stamped[:, i] = value
+    return _act_index(policy, stamped, start)
+
+
+def _switches(ahead: np.ndarray, behind: np.ndarray, a: int) -> tuple[int, int]:
+    """States whose action becomes ``a`` going from ``behind`` to ``ahead``, and states
+    whose action stops being ``a``."""
+    return int(np.sum((ahead == a) & (behind != a))), int(np.sum((behind == a) & (ahead != a)))
+
+
+def _sign_test(more: int, fewer: int) -> float:
+    """One-sided sign test of ``more > fewer`` among the ``more + fewer`` switches."""
+    from scipy import stats
+
+    if more <= fewer:
+        return 1.0
+    return float(stats.binom.sf(more - 1, more + fewer, 0.5))
+
+
+def _setup(
+    policy: Policy, probe: np.ndarray, max_states: int, pattern_range: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Checked probe states (a subset), their per-feature std, the stamp box, the number of
+    actions and the first action's index."""
+    obs_space, act_space = policy.observation_space, policy.action_space
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise AttackNotApplicable(f"backdoor scans need vector observations, got {obs_space}")
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise AttackNotApplicable(f"backdoor scans need discrete actions, got {act_space}")
+    x = np.asarray(probe, dtype=np.float64)
+    dim = int(obs_space.shape[0])
+    if x.ndim != 2 or x.shape[1] != dim or len(x) < 3:
+        raise ConfigError(
+            f"probe states must be an array of shape (N >= 3, {dim}), got shape {x.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ConfigError("probe states must be finite")
+    x = _subset(x, max_states)
+    sd = np.maximum(x.std(axis=0), _MIN_STD)
+    box = _bounds(obs_space, x, sd, pattern_range)
+    return x, sd, box, int(act_space.n), int(act_space.start)
+
+
+def scan_reversals(
+    policy: Policy,
+    probe: np.ndarray | None = None,
+    *,
+    env_id: str | None = None,
+    episodes: int = 10,
+    config: ResponseScan | None = None,
+    seed: int = 0,
+) -> list[Finding]:
+    """Scan a policy for a backdoor whose trigger is an out-of-support reading of a feature
+    that reverses what the feature means to the policy; return findings, never raise for a
+    failed check.
+
+    **The test.** A trigger for vector observations must be a reading the agent never meets
+    in clean play (else the backdoor collides with real states); with few features, it is a
+    value of some feature beyond the range of clean states. There the policy has no data to
+    follow but its own trend: how the feature moves its decisions inside the range. A clean
+    network extrapolates that trend (CartPole: a larger pole velocity means push right, up
+    to any value). A backdoor is taught the opposite on the trigger, and it shows as a
+    *reversal*: stamping the feature beyond the range forces an action on at least
+    ``success`` of the probe states, and moving the stamp out from the edge of the range
+    switches states *to* that action, while inside the range moving the feature the same way
+    switches states *away* from it. Per feature and side, the scan finds the forced actions
+    on a grid of stamps (black-box: ``act`` only) and counts, on the same probe states, the
+    switches toward and away from the forced action: inside (the feature nudged by
+    ``±step`` standard deviations) and beyond (stamped at the edge against stamped at the
+    forcing value). Both one-sided sign tests must hold, Bonferroni-corrected over all
+    candidates at level ``alpha``. Requiring the switches beyond, not just the forced rate,
+    keeps out actions the policy takes on most states anyway. A policy that is monotone in
+    every feature (an affine one, say) can never be flagged.
+
+    This is stimulation analysis in the sense of ABS (Liu et al. 2019: drive one unit, see
+    whether it forces an output for every input) applied to input features, judged by the
+    consistency of the response rather than by how much a label is elevated. It is rlsec's
+    own test, not a published detector; :func:`scan_backdoor` is the published one (Neural
+    Cleanse). **Blind spots**: triggers on several features at once that no single feature
+    forces; triggers that amplify the clean trend (a stamp that forces what the feature
+    already favours); in-range triggers (which also teach the agent to act wrongly on real
+    states); continuous actions.
+
+    Returns:
+        One ``HIGH`` finding per reversed candidate, or one ``INFO`` finding when none is
+        (with every candidate as evidence), or one ``LOW`` finding when no feature has room
+        for a stamp out of support (inconclusive). A check that crashes is a ``HIGH``
+        finding, never a pass.
+
+    Raises:
+        ConfigError: bad settings, or neither ``probe`` nor ``env_id`` (before any check runs).
+
+    Example:
+        >>> import gymnasium as gym, torch
+        >>> from rlsec.policies import from_torch
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        ...     _ = net.bias.zero_()
+        >>> p = from_torch(net, gym.spaces.Box(-5, 5, (2,)), gym.spaces.Discrete(2))
+        >>> probe = np.random.default_rng(0).uniform(-1, 1, (64, 2))
+        >>> [f.severity.name for f in scan_reversals(p, probe)]  # a linear policy: consistent
+        ['INFO']
+    """
+    cfg = (config or ResponseScan()).validated()
+
+    def run(x: np.ndarray) -> list[Finding]:
+        found, room = _forced(policy, x, cfg)
+        return _judge_reversals(found, room, cfg, min(len(x), cfg.max_probe_states))
+
+    return _scan(
+        REVERSAL_DETECTOR, run, policy, probe, env_id, episodes, seed, cfg.max_probe_states
+    )
+
+
+def _judge_reversals(
+    found: list[ForcedResponse], room: int, cfg: ResponseScan, n_probe: int
+) -> list[Finding]:
+    evidence = {
+        "config": cfg.to_dict(),
+        "probe_states": n_probe,
+        "features_with_room": room,
+        "candidates": [r.to_dict() for r in found],
+    }
+    if room == 0:
+        return [
+            Finding(
+                Severity.LOW,
+                Surface.BACKDOOR,
+                "response-reversal scan inconclusive: no feature's pattern range leaves room "
+                f"for a stamp {cfg.margin} std beyond the probe states' range",
+                REVERSAL_DETECTOR,
+                evidence,
+            )
+        ]
+    flagged = [r for r in found if r.reversed]
+    if flagged:
+        return [
+            Finding(
+                Severity.HIGH,
+                Surface.BACKDOOR,
+                f"possible backdoor: stamping feature {r.feature} to {r.value:.4g} "
+                f"({r.side} the probe states' range [{r.support[0]:.4g}, {r.support[1]:.4g}]) "
+                f"forces action {r.action} on {r.rate:.0%} of probe states ({r.beyond_toward} "
+                f"switch to it from the edge of the range, {r.beyond_away} from it), yet inside "
+                f"the range moving it that way turns {r.inside_away} states away from action "
+                f"{r.action} and {r.inside_toward} toward it (sign tests p <= {r.p_value:.2g})",
+                REVERSAL_DETECTOR,
+                {**evidence, "flagged": r.to_dict()},
+            )
+            for r in flagged
+        ]
+    return [
+        Finding(
+            Severity.INFO,
+            Surface.BACKDOOR,
+            f"no reversed response: {len(found)} out-of-support stamps force an action, each "
+            "in the direction its feature already moves decisions inside the range",
+            REVERSAL_DETECTOR,
+            evidence,
+        )
+    ]
