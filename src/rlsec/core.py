@@ -213,6 +213,10 @@ class Attack(ABC):
     def check_applicable(self, policy: Policy) -> None:
         """Raise :class:`~rlsec.errors.AttackNotApplicable` if this policy cannot be attacked."""
 
+    def check_environment(self, env_id: str | None) -> None:  # noqa: B027 (a hook)
+        """Raise :class:`~rlsec.errors.AttackNotApplicable` if the attack cannot run in
+        ``env_id``; campaigns call it before any episode. Most attacks run anywhere."""
+
     @abstractmethod
     def start(
         self,

@@ -4,11 +4,13 @@ the attacker's strategy replays as an attack in the red team."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from rlsec.attacks import StrategyReplay, make_attack
 from rlsec.core import Surface, ThreatModel
@@ -20,7 +22,7 @@ from rlsec.errors import (
     ModelError,
 )
 from rlsec.evaluate.stats import proportion_ci
-from rlsec.policies import load_policy
+from rlsec.policies import from_torch, load_policy
 from rlsec.redteam import redteam
 from rlsec.verify import Model, check, induced_chain
 from rlsec.verify.attack import Strategy, attacked_model, worst_case
@@ -203,6 +205,73 @@ def test_feature_strategy_replay_stays_in_its_ball_and_under_its_bound() -> None
     assert lo <= bound.result
     with pytest.raises(ModelError, match="not emitted by any state"):
         replay.states_of(x0[:1] + 0.5)
+
+
+def test_feature_replay_induces_the_named_action_when_actions_start_above_zero() -> None:
+    # strategy actions are indices from 0; a policy over Discrete(4, start=1) acts 1..4
+    env_id = "rlsec/SlipperyPlant-v0"
+    m = Model.from_env(env_id)
+    assert m.observations is not None and m.observation_space is not None
+    torch.manual_seed(0)
+    net = torch.nn.Linear(13, 4)
+    policy = from_torch(net, m.observation_space, gym.spaces.Discrete(4, start=1))
+    target = np.random.default_rng(0).integers(0, 4, m.n_states)
+    strategy = Strategy(env_id, None, 0.5, "features", "test", 0.0, np.full(m.n_states, -1), target)
+    replay = StrategyReplay.from_strategy(strategy, steps=50)
+    replay.start(policy, num_envs=m.n_states, rng=np.random.default_rng(0), env_id=env_id)
+    x0 = m.observations.astype(np.float32)
+    hit = np.asarray(policy.act(replay.perturb(x0))) == target + 1
+    assert hit.mean() > 0.9, hit.mean()
+    # an observation that two states with different targets emit cannot be attributed
+    replay._model = SimpleNamespace(observations=np.concatenate([x0[:1], x0[:1], x0[2:]]))
+    replay.strategy = Strategy(**{**vars(strategy), "action": np.r_[0, 1, target[2:]]})
+    with pytest.raises(ModelError, match="emitted by states \\[0, 1\\]"):
+        replay.states_of(x0[:1])
+
+
+def test_every_budget_and_the_environment_are_checked_before_any_episode(tmp_path: Any) -> None:
+    policy = load_policy("zoo:frozenlake-ppo")
+    m = Model.from_env("FrozenLake-v1")
+    _, strategy = worst_case(
+        attacked_model(m, policy, 1), 'Pmax=? [F "hole"]', env_id="FrozenLake-v1"
+    )
+    params = {"strategy-obs-v1": {"strategy": strategy}}
+    played: list[int] = []
+    with pytest.raises(AttackNotApplicable, match="radius 1"):  # ε = 0.5 is too small
+        redteam(
+            policy,
+            epsilons=[1, 0.5],
+            eps_unit="raw",
+            alphas=[],
+            episodes=4,
+            attack_params=params,
+            progress=lambda *a: played.append(1),
+        )
+    assert played == []  # nothing ran: not even the clean episodes
+    nowhere = Strategy(**{**vars(strategy), "env_id": None})
+    with pytest.raises(AttackNotApplicable, match="does not record its environment"):
+        redteam(
+            policy,
+            epsilons=[1],
+            eps_unit="raw",
+            alphas=[],
+            episodes=4,
+            attack_params={"strategy-obs-v1": {"strategy": nowhere}},
+        )
+    # a bound that is not finite (an unreachable goal's expected steps) stays strict JSON
+    endless = Strategy(**{**vars(strategy), "bound": float("inf")})
+    endless.save(tmp_path / "inf.json")
+    assert Strategy.load(tmp_path / "inf.json").bound == float("inf")
+    results = redteam(
+        policy,
+        epsilons=[1],
+        eps_unit="raw",
+        alphas=[],
+        episodes=4,
+        attack_params={"strategy-obs-v1": {"strategy": tmp_path / "inf.json"}},
+    )
+    assert results["results"][0]["params"]["strategy"]["bound"] == "inf"
+    json.dumps(results, allow_nan=False)
 
 
 def test_bad_budgets_are_refused() -> None:

@@ -9,10 +9,11 @@ what the verified worst case does in the environment, next to the other attacks:
 
 * **index observations** (``Discrete``; norm ``index``): the true state is the observation;
   the attack shows the observation of the state the strategy names. Each substitution is
-  checked against the budget (the model's distance between the two states, Manhattan
-  distance between grid cells where the model has a grid) and a
-  :class:`~rlsec.errors.BudgetViolation` is raised if one is ever farther than ε. The
-  strategy's optimum is attained exactly this way.
+  checked against the budget (the model's distance between the two states: Manhattan
+  distance between grid cells where the model has a grid, else ``|s - j|`` between state
+  indices) and a :class:`~rlsec.errors.BudgetViolation` is raised if one is ever farther
+  than ε. For a deterministic policy (a strategy computed without ``--stochastic``) the
+  strategy's value is attained exactly this way.
 * **feature vectors** (``Box``; norm ``linf``, raw units): the true state is found by matching
   the observation against the model's observation function; the attack then runs a targeted
   PGD inside the ε-ball toward the action the strategy names (rows where the policy already
@@ -20,16 +21,19 @@ what the verified worst case does in the environment, next to the other attacks:
   (CROWN/IBP), so some may not be realisable; the replay then shows the best point its PGD
   found, and the verified value remains an upper bound of what it achieves.
 
-The attack refuses to run (``AttackNotApplicable``) on another policy than the one the
-strategy was computed for (by its SHA-256, when both are known), on another environment, or
-under a budget smaller than the strategy's radius; a larger budget admits it unchanged. An
-observation that no state of the model emits is an error, never a silent pass.
+The attack refuses to run (``AttackNotApplicable``, before a campaign plays any episode) on
+another policy than the one the strategy was computed for (by its SHA-256, when both are
+known; a policy wrapped in a ``--defense`` is another policy), on another environment, or
+under a budget smaller than the strategy's radius. Under a larger budget index observations
+are substituted unchanged, while the targeted PGD searches the larger ball. An observation
+that no state of the model emits, or that several states emit with different target actions,
+is an error, never a silent pass.
 
 Example:
     >>> import numpy as np
     >>> from rlsec.verify import Model
     >>> from rlsec.verify.attack import attacked_model, worst_case
-    >>> m = Model.from_env("FrozenLake-v1", is_slippery=False)
+    >>> m = Model.from_env("FrozenLake-v1")
     >>> table = np.array([1, 2, 1, 0, 1, 0, 1, 0, 2, 1, 1, 0, 0, 2, 2, 0])
     >>> _, strategy = worst_case(attacked_model(m, table, 1), 'Pmax=? [F "hole"]',
     ...                          env_id="FrozenLake-v1")
@@ -48,7 +52,6 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rlsec.attacks._optim import optimise
 from rlsec.attacks.observation import ObservationAttack
@@ -59,7 +62,7 @@ __all__ = ["StrategyReplay"]
 
 _EVADE = "AML.T0015"
 _WHITE_BOX = "AML.T0043.000"
-_MATCH_TOL = 1e-5  # observations match a model state within this (float32 round-off)
+_MATCH_TOL = 1e-5  # relative: observations match a model state within float32 round-off
 
 
 class StrategyReplay(ObservationAttack):
@@ -159,6 +162,17 @@ class StrategyReplay(ObservationAttack):
                 "with logits or Q-values"
             )
 
+    def check_environment(self, env_id: str | None) -> None:
+        """Raise :class:`~rlsec.errors.AttackNotApplicable` unless the strategy is for
+        ``env_id`` (a campaign calls this before it plays any episode)."""
+        st = self.strategy
+        if st.env_id is None:
+            raise AttackNotApplicable(
+                "the strategy does not record its environment (worst_case(..., env_id=...))"
+            )
+        if env_id is not None and env_id != st.env_id:
+            raise AttackNotApplicable(f"the strategy is for {st.env_id}, not for {env_id}")
+
     def start(
         self,
         policy: Policy,
@@ -176,13 +190,9 @@ class StrategyReplay(ObservationAttack):
         from rlsec.verify.attack import _distances
 
         self.check_applicable(policy)
+        self.check_environment(env_id)
         st = self.strategy
-        if env_id is not None and st.env_id is not None and env_id != st.env_id:
-            raise AttackNotApplicable(
-                f"the strategy is for {st.env_id}, the campaign runs {env_id}"
-            )
-        if st.env_id is None:
-            raise AttackNotApplicable("the strategy does not record its environment")
+        assert st.env_id is not None
         model = Model.from_env(st.env_id)
         if model.n_states != len(st.observe):
             raise ModelError(
@@ -225,41 +235,58 @@ class StrategyReplay(ObservationAttack):
 
     # -- feature vectors ----------------------------------------------------------------------
     def states_of(self, observations: np.ndarray) -> np.ndarray:
-        """The model state that emits each observation (nearest, within float32 round-off).
+        """The model state that emits each observation: equal in float32, or within a
+        relative round-off of ``1e-5``.
 
         Raises:
-            ModelError: an observation no state emits.
+            ModelError: an observation no state emits, or one that states with different
+                target actions emit alike.
         """
-        table = np.asarray(self._model.observations, dtype=np.float64)
-        x = np.asarray(observations, dtype=np.float64).reshape(len(observations), -1)
-        gap = np.abs(x[:, None, :] - table.reshape(len(table), -1)[None, :, :]).max(axis=2)
-        states: np.ndarray = gap.argmin(axis=1)
-        off = gap[np.arange(len(x)), states] > _MATCH_TOL
-        if np.any(off):
-            raise ModelError(
-                f"observation {x[np.flatnonzero(off)[0]].tolist()} is not emitted by any state "
-                f"of the model of {self.strategy.env_id}: the strategy does not apply"
-            )
+        table = np.asarray(self._model.observations, dtype=np.float32)
+        table = table.reshape(len(table), -1).astype(np.float64)
+        x = np.asarray(observations, dtype=np.float32).reshape(len(observations), -1)
+        x = x.astype(np.float64)
+        tol = _MATCH_TOL * (1.0 + np.abs(table))[None, :, :]
+        match = np.all(np.abs(x[:, None, :] - table[None, :, :]) <= tol, axis=2)
+        states: np.ndarray = np.argmax(match, axis=1)
+        for i in range(len(x)):
+            hits = np.flatnonzero(match[i])
+            if hits.size == 0:
+                raise ModelError(
+                    f"observation {x[i].tolist()} is not emitted by any state of the model "
+                    f"of {self.strategy.env_id}: the strategy does not apply"
+                )
+            if np.unique(self.strategy.action[hits]).size > 1:
+                raise ModelError(
+                    f"observation {x[i].tolist()} is emitted by states {hits.tolist()}, whose "
+                    "strategy actions differ: the attacker cannot tell them apart"
+                )
         return states
 
     def _perturb(self, x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
+        # strategy actions are indices from 0; the policy acts in start + index
         target = self.strategy.action[self.states_of(x0)]
         policy = self.policy
         start = int(getattr(policy.action_space, "start", 0))
-        want = torch.as_tensor(target - start, dtype=torch.long)
         module = policy.torch_module()  # type: ignore[attr-defined]
         x = x0.copy()
-        todo = np.flatnonzero(np.asarray(policy.act(x0)) != target)
+        todo = np.flatnonzero(np.asarray(policy.act(x0)) - start != target)
         if todo.size == 0:
             return x
-        goal = want[torch.as_tensor(todo)]
+        goal = torch.as_tensor(target[todo], dtype=torch.long)
+        rows = torch.arange(len(todo))
 
-        def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def margin(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # positive exactly when the target action wins: the best iterate is a success
+            # whenever any iterate was one
             out = module(z)
-            return -F.cross_entropy(out, goal, reduction="none"), out
+            flat = out.reshape(len(out), -1)
+            others = flat.clone()
+            others[rows, goal] = -torch.inf
+            return flat[rows, goal] - others.max(dim=1).values, out
 
         x[todo], _ = optimise(
-            objective,
+            margin,
             x0[todo],
             self.ball,
             steps=self.steps,
@@ -270,6 +297,8 @@ class StrategyReplay(ObservationAttack):
         return x
 
     def params(self) -> dict[str, Any]:
+        from rlsec.verify.attack import json_number
+
         st = self.strategy
         return {
             "steps": self.steps,
@@ -279,6 +308,6 @@ class StrategyReplay(ObservationAttack):
                 "observation": st.kind,
                 "radius": st.radius,
                 "property": st.property,
-                "bound": st.bound,
+                "bound": json_number(st.bound),
             },
         }

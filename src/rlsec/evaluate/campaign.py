@@ -140,40 +140,45 @@ def _build(attack_id: str, budget: float, config: CampaignConfig) -> Attack:
 
 
 def applicable_attacks(
-    policy: Policy, config: CampaignConfig
+    policy: Policy, config: CampaignConfig, env_id: str | None = None
 ) -> tuple[list[str], list[dict[str, str]]]:
     """The attacks to run and those skipped with the reason.
 
-    An attack named explicitly in ``config.attacks`` that cannot apply is an error; with
-    ``attacks=None`` it is skipped and reported.
+    Every budget of every attack is checked against the policy (and ``env_id``), so a
+    campaign fails before it plays an episode, never halfway. An attack named explicitly in
+    ``config.attacks``, or given the parameters it requires in ``config.attack_params``, that
+    cannot apply is an error; otherwise it is skipped and reported.
 
     Raises:
-        AttackNotApplicable: an explicitly requested attack cannot run on this policy.
+        AttackNotApplicable: a requested attack cannot run on this policy.
+        ConfigError: a requested attack lacks its budgets or required parameters.
     """
     explicit = config.attacks is not None
     ids = list(config.attacks) if config.attacks is not None else list(ATTACKS)
     run, skipped = [], []
     for attack_id in dict.fromkeys(ids):
         cls = attack_class(attack_id)
+        requires = tuple(getattr(cls, "requires", ()))
+        given = config.attack_params.get(attack_id, {})
+        asked = explicit or (bool(requires) and attack_id in config.attack_params)
         budgets = _budgets(cls, config)
         if not budgets:
-            if explicit:
+            if asked:
                 raise ConfigError(f"{attack_id} needs budgets but none were given")
             continue
-        missing = [
-            k
-            for k in getattr(cls, "requires", ())
-            if k not in config.attack_params.get(attack_id, {})
-        ]
+        missing = [k for k in requires if k not in given]
         if missing:
-            if explicit:
+            if asked:
                 raise ConfigError(f"{attack_id} needs {', '.join(missing)} (attack_params)")
             skipped.append({"attack": attack_id, "reason": f"needs {', '.join(missing)}"})
             continue
         try:
-            _build(attack_id, budgets[0], config).check_applicable(policy)
+            for budget in budgets:
+                attack = _build(attack_id, budget, config)
+                attack.check_applicable(policy)
+                attack.check_environment(env_id)
         except AttackNotApplicable as exc:
-            if explicit:
+            if asked:
                 raise
             skipped.append({"attack": attack_id, "reason": str(exc)})
             continue
@@ -257,12 +262,12 @@ def run_campaign(
         raise ConfigError("the policy does not record its environment; give env_id")
     spec = env_spec(env_id)
     check_policy_env(policy, env_id)
-    attack_ids, skipped = applicable_attacks(policy, config)
+    attack_ids, skipped = applicable_attacks(policy, config, env_id)
     base, defense = policy, None
     if config.defense is not None:
         policy, defense = _defend(base, config, env_id)
         info = getattr(policy, "info", None)
-        attack_ids, skipped = applicable_attacks(policy, config)
+        attack_ids, skipped = applicable_attacks(policy, config, env_id)
     horizon = spec.max_episode_steps
     num_envs = min(int(config.num_envs), int(config.episodes))
     seeds = [int(s) for s in config.seeds]

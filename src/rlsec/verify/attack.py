@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ from rlsec.verify.model import Model
 from rlsec.verify.policy import action_probabilities
 from rlsec.verify.storm import CheckResult, GroupedModel, check
 
-__all__ = ["AttackedModel", "Strategy", "attacked_model", "worst_case"]
+__all__ = ["AttackedModel", "Strategy", "attacked_model", "json_number", "worst_case"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,7 +185,10 @@ class Strategy:
     observations) and the action it induces.
 
     Saved as JSON (``save``/``load``); ``observe[s] == -1`` means the attacker must find a
-    perturbation that makes the policy take ``action[s]`` (feature vectors).
+    perturbation that makes the policy take ``action[s]`` (feature vectors). ``action``
+    holds action indices from 0 (the ``k``-th action of the space, ``start + k``). A bound
+    that is not finite (an expected reward that is infinite) is written as the string
+    ``"inf"``, so the file stays strict JSON.
     """
 
     env_id: str | None
@@ -204,13 +208,13 @@ class Strategy:
             "policy_sha256": self.policy_sha256,
             "radius": self.radius,
             "property": self.property,
-            "bound": self.bound,
+            "bound": json_number(self.bound),
             "observe": self.observe.tolist(),
             "action": self.action.tolist(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Strategy:
@@ -230,6 +234,12 @@ class Strategy:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} is not an attack strategy file: {exc}") from None
+
+
+def json_number(x: float) -> float | str:
+    """``x`` if finite, else ``"inf"``, ``"-inf"`` or ``"nan"`` (``float()`` reads them back)."""
+    x = float(x)
+    return x if math.isfinite(x) else str(x)
 
 
 def worst_case(
