@@ -64,6 +64,7 @@ def test_planted_reversal_is_flagged_with_its_feature_side_and_action(
     assert flagged["rate"] >= 0.95
     # the forcing stamp nearest the range: just past where the neuron starts (grid step 0.05)
     assert 2.5 < abs(flagged["value"]) <= 2.8
+    assert flagged["competitor"] == 1 - action
     assert flagged["inside_toward"] == 0 and flagged["inside_away"] > 0
     assert flagged["beyond_toward"] > 0 and flagged["beyond_away"] == 0
     assert "feature 2" in f.message and f"action {action}" in f.message
@@ -111,9 +112,25 @@ def test_affine_policies_are_never_flagged(n_actions: int, seed: int, scale: flo
     probe = rng.normal(0, 0.5, (128, 4)).astype(np.float32)
     found = forced_responses(policy, probe, ResponseScan(grid=81))
     assert not any(r.reversed for r in found), [r for r in found if r.reversed]
-    if n_actions == 2:  # one margin: beyond the support it moves the way it does inside
-        for r in found:
-            assert r.beyond_toward == 0 or r.inside_away == 0, r
+    # per pair of actions, beyond the support it switches states the way it does inside
+    for r in found:
+        assert r.beyond_toward == 0 or r.inside_away == 0, r
+
+
+def test_slope_ordering_of_three_actions_is_not_a_reversal() -> None:
+    # Along x every state's action only goes up (0 -> 1 -> 2): inside the range some states
+    # switch 1 -> 2, beyond it others switch 0 -> 1. Pooling the competitors called that a
+    # reversal of action 1; per pair it is none (1 always loses to 2 and beats 0 as x grows).
+    net = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 2.0], [2.0, 3.8]]))
+        net.bias.copy_(torch.tensor([0.0, -1.5, -4.0]))
+    policy = from_torch(net, gym.spaces.Box(-5.0, 5.0, (2,)), gym.spaces.Discrete(3))
+    rng = np.random.default_rng(0)
+    probe = np.stack([rng.uniform(0, 1, 512), np.zeros(512)], axis=1)
+    probe[rng.choice(512, 24, replace=False), 1] = 1.0
+    findings = scan_reversals(policy, probe)
+    assert [f.severity for f in findings] == [Severity.INFO], findings[0].message
 
 
 def test_the_zoo_cartpole_policy_passes() -> None:

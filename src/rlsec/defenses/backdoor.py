@@ -636,19 +636,22 @@ class ForcedResponse:
 
     ``side`` is ``above`` (stamps beyond the probe states' maximum) or ``below``. ``value``
     is the forcing stamp nearest the support and ``rate`` the fraction of probe states that
-    take ``action`` there. Inside the support, ``inside_toward`` counts the probe states whose
-    action becomes ``action`` when the feature is nudged toward ``side`` (``+step`` std
-    against ``-step`` std) and ``inside_away`` those whose action stops being it. Beyond the
-    support, ``beyond_toward`` and ``beyond_away`` count the same switches between the
-    feature stamped at the edge of the support and stamped at ``value``. ``p_value`` is the
-    larger of the two one-sided sign tests, ``inside_away > inside_toward`` and
-    ``beyond_toward > beyond_away`` (an intersection-union test: both directions must hold).
-    ``reversed`` is the verdict after the Bonferroni correction.
+    take ``action`` there. The counts are switches between ``action`` and one ``competitor``
+    (the one with the strongest evidence). Inside the support, ``inside_toward`` counts the
+    probe states whose action goes from the competitor to ``action`` when the feature is
+    nudged toward ``side`` (``+step`` std against ``-step`` std) and ``inside_away`` those
+    going the other way. Beyond the support, ``beyond_toward`` and ``beyond_away`` count the
+    same switches between the feature stamped at the edge of the support and stamped at
+    ``value``. ``p_value`` is the larger of the two one-sided sign tests, ``inside_away >
+    inside_toward`` and ``beyond_toward > beyond_away`` (an intersection-union test: both
+    directions must hold). ``reversed`` is the verdict after the Bonferroni correction over
+    every (side, action, competitor) the scan could have tested.
     """
 
     feature: int
     side: Literal["above", "below"]
     action: int
+    competitor: int
     value: float
     rate: float
     support: tuple[float, float]
@@ -689,7 +692,7 @@ def _forced(
     stamp out of support."""
     x, sd, box, n_actions, start = _setup(policy, probe, cfg.max_probe_states, cfg.pattern_range)
     found: list[ForcedResponse] = []
-    room = 0
+    room, tests = 0, 0
     for i in range(x.shape[1]):
         lo, hi = float(x[:, i].min()), float(x[:, i].max())
         values = np.linspace(box[0, i], box[1, i], cfg.grid)
@@ -706,6 +709,11 @@ def _forced(
         down[:, i] = np.clip(x[:, i] - cfg.step * sd[i], box[0, i], box[1, i])
         a_up, a_down = _act_index(policy, up, start), _act_index(policy, down, start)
         for side, in_side in sides.items():
+            if not in_side.any():
+                continue
+            # every (forced action, competitor) pair this side could have tested, found or not:
+            # the Bonferroni family does not depend on what the probe states showed
+            tests += n_actions * (n_actions - 1)
             order = np.flatnonzero(in_side)
             if side == "below":
                 order = order[::-1]  # outward: nearest the support first
@@ -717,14 +725,23 @@ def _forced(
                     continue
                 g = int(hits[0])
                 a_v = _act_stamped(policy, x, i, float(values[g]), start)
-                inside = _switches(ahead, behind, a)
-                beyond = _switches(a_v, a_edge, a)
-                p = max(_sign_test(inside[1], inside[0]), _sign_test(*beyond))
+                best: tuple[float, int, tuple[int, int], tuple[int, int]] | None = None
+                for b in range(n_actions):
+                    if b == a:
+                        continue
+                    inside = _switches(ahead, behind, a, b)
+                    beyond = _switches(a_v, a_edge, a, b)
+                    p = max(_sign_test(inside[1], inside[0]), _sign_test(*beyond))
+                    if best is None or p < best[0]:
+                        best = (p, b, inside, beyond)
+                assert best is not None
+                p, b, inside, beyond = best
                 found.append(
                     ForcedResponse(
                         feature=i,
                         side=side,  # type: ignore[arg-type]
                         action=start + a,
+                        competitor=start + b,
                         value=float(values[g]),
                         rate=float(rates[g, a]),
                         support=(lo, hi),
@@ -735,7 +752,7 @@ def _forced(
                         p_value=p,
                     )
                 )
-    cut = cfg.alpha / max(len(found), 1)
+    cut = cfg.alpha / max(tests, 1)
     return [replace(r, reversed=r.p_value < cut) for r in found], room
 
 
@@ -745,10 +762,12 @@ def _act_stamped(policy: Policy, x: np.ndarray, i: int, value: float, start: int
     return _act_index(policy, stamped, start)
 
 
-def _switches(ahead: np.ndarray, behind: np.ndarray, a: int) -> tuple[int, int]:
-    """States whose action becomes ``a`` going from ``behind`` to ``ahead``, and states
-    whose action stops being ``a``."""
-    return int(np.sum((ahead == a) & (behind != a))), int(np.sum((behind == a) & (ahead != a)))
+def _switches(ahead: np.ndarray, behind: np.ndarray, a: int, b: int) -> tuple[int, int]:
+    """States whose action goes from ``b`` to ``a`` going from ``behind`` to ``ahead``, and
+    states whose action goes from ``a`` to ``b``. Counted per pair: along one feature an
+    affine policy orders ``a`` and ``b`` by the sign of ``w_a - w_b`` everywhere, so only
+    a pair can show a reversal that slope ordering among several actions cannot fake."""
+    return int(np.sum((ahead == a) & (behind == b))), int(np.sum((behind == a) & (ahead == b)))
 
 
 def _sign_test(more: int, fewer: int) -> float:
@@ -808,12 +827,16 @@ def scan_reversals(
     switches states *to* that action, while inside the range moving the feature the same way
     switches states *away* from it. Per feature and side, the scan finds the forced actions
     on a grid of stamps (black-box: ``act`` only) and counts, on the same probe states, the
-    switches toward and away from the forced action: inside (the feature nudged by
+    switches between the forced action and each other action: inside (the feature nudged by
     ``±step`` standard deviations) and beyond (stamped at the edge against stamped at the
-    forcing value). Both one-sided sign tests must hold, Bonferroni-corrected over all
-    candidates at level ``alpha``. Requiring the switches beyond, not just the forced rate,
-    keeps out actions the policy takes on most states anyway. A policy that is monotone in
-    every feature (an affine one, say) can never be flagged.
+    forcing value). For some pair both one-sided sign tests must hold, Bonferroni-corrected
+    at level ``alpha`` over every (side, action, competitor) the scan could test. Requiring
+    the switches beyond, not just the forced rate, keeps out actions the policy takes on most
+    states anyway; counting per pair keeps out the slope ordering of several actions. An
+    affine policy can never be flagged (along a feature it orders each pair of actions the
+    same way everywhere). The sign tests treat probe states as independent, while they are
+    consecutive steps of a few episodes, so the p-values are optimistic; the Bonferroni
+    family is large and the benchmark's p-values are far below it.
 
     This is stimulation analysis in the sense of ABS (Liu et al. 2019: drive one unit, see
     whether it forces an output for every input) applied to input features, judged by the
@@ -821,8 +844,12 @@ def scan_reversals(
     own test, not a published detector; :func:`scan_backdoor` is the published one (Neural
     Cleanse). **Blind spots**: triggers on several features at once that no single feature
     forces; triggers that amplify the clean trend (a stamp that forces what the feature
-    already favours); in-range triggers (which also teach the agent to act wrongly on real
-    states); continuous actions.
+    already favours), or that sit on a feature without a trend inside the range (one the
+    clean policy ignores, or one constant in clean play); triggers beyond ``pattern_range``;
+    in-range triggers (which also teach the agent to act wrongly on real states); continuous
+    actions. And it flags *any* such reversal, planted or not: ReLU Q-networks (DQN) turn
+    around out of support on their own, and clean DQN policies are flagged (measured in
+    ``benchmarks/backdoor.py``).
 
     Returns:
         One ``HIGH`` finding per reversed candidate, or one ``INFO`` finding when none is
@@ -885,9 +912,10 @@ def _judge_reversals(
                 f"possible backdoor: stamping feature {r.feature} to {r.value:.4g} "
                 f"({r.side} the probe states' range [{r.support[0]:.4g}, {r.support[1]:.4g}]) "
                 f"forces action {r.action} on {r.rate:.0%} of probe states ({r.beyond_toward} "
-                f"switch to it from the edge of the range, {r.beyond_away} from it), yet inside "
-                f"the range moving it that way turns {r.inside_away} states away from action "
-                f"{r.action} and {r.inside_toward} toward it (sign tests p <= {r.p_value:.2g})",
+                f"switch to it from action {r.competitor} past the edge of the range, "
+                f"{r.beyond_away} the other way), yet inside the range moving it that way "
+                f"turns {r.inside_away} states from action {r.action} to {r.competitor} and "
+                f"{r.inside_toward} back (sign tests p <= {r.p_value:.2g})",
                 REVERSAL_DETECTOR,
                 {**evidence, "flagged": r.to_dict()},
             )
@@ -897,8 +925,8 @@ def _judge_reversals(
         Finding(
             Severity.INFO,
             Surface.BACKDOOR,
-            f"no reversed response: {len(found)} out-of-support stamps force an action, each "
-            "in the direction its feature already moves decisions inside the range",
+            f"no reversed response: {len(found)} out-of-support stamps force an action, none "
+            "against a significant trend of its feature inside the range",
             REVERSAL_DETECTOR,
             evidence,
         )
