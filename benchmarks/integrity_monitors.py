@@ -11,7 +11,9 @@ scripts/calibrate_monitors.py, other seeds), trains:
 Reports per attack: true-positive rate (runs with a finding of the check that guards the
 attacked surface at or after the onset), detection latency in environment steps (median
 over detected runs), and on clean runs (held-out seeds) the false-positive rate per run and,
-per check, per window with its exact 95% interval next to the rate the calibration states.
+per check, how many runs kept their window false-alarm rate within the calibrated one (the
+calibration states it for a fraction `coverage` of runs) and the pooled rate per window with
+its exact 95% interval.
 
 Usage: python benchmarks/integrity_monitors.py [--tasks ppo,dqn] [--seeds 3] [--clean-seeds N]
        [--only NAME] [--no-clean] [--smoke]
@@ -253,6 +255,7 @@ def main() -> None:
         fp_runs, clean_runs = 0, 0
         alarms = dict.fromkeys(thresholds.values, 0)
         windows = dict.fromkeys(thresholds.values, 0)
+        within = dict.fromkeys(thresholds.values, 0)  # runs whose window rate <= fpr
         n_clean = args.seeds if args.clean_seeds is None else args.clean_seeds
         for s in range(0 if args.no_clean else n_clean):
             m, _, _ = run(algo, 2000 + s, steps, None, args.onset, hp)
@@ -260,8 +263,10 @@ def main() -> None:
             fp_runs += bool(false)
             clean_runs += 1
             for check in alarms:
-                alarms[check] += sum(f.detector == check for f in false)
-                windows[check] += len(m.scores[check])
+                k, n = sum(f.detector == check for f in false), len(m.scores[check])
+                alarms[check] += k
+                windows[check] += n
+                within[check] += k <= thresholds.fpr * n
             print(
                 json.dumps(
                     {
@@ -269,6 +274,8 @@ def main() -> None:
                         "clean_seed": s,
                         "findings": len(m.findings),
                         "first_alarm": m.first_alarm,
+                        "alarms": {c: sum(f.detector == c for f in false) for c in alarms},
+                        "windows": {c: len(m.scores[c]) for c in alarms},
                     }
                 ),
                 flush=True,
@@ -292,7 +299,9 @@ def main() -> None:
                         (
                             algo,
                             check,
-                            f"{thresholds.bounds.get(check, thresholds.fpr):.3g}",
+                            f"{thresholds.fpr:g} per window in "
+                            f"{thresholds.coverages.get(check, 0.0):.3g} of runs",
+                            f"{within[check]}/{clean_runs}",
                             f"{alarms[check]}/{windows[check]}",
                             f"{alarms[check] / windows[check]:.4f} [{lo:.4f}, {hi:.4f}]",
                         )
@@ -336,9 +345,12 @@ def main() -> None:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     if fpr_rows:
-        print("\nFalse alarms on held-out clean runs, per check and window:\n")
-        print("| learner | check | calibrated rate | windows alarmed | rate [95% CI] |")
-        print("|---|---|---|---|---|")
+        print("\nFalse alarms on held-out clean runs, per check:\n")
+        print(
+            "| learner | check | calibrated | runs within the rate | windows alarmed "
+            "| rate [95% CI] |"
+        )
+        print("|---|---|---|---|---|---|")
         for r in fpr_rows:
             print("| " + " | ".join(r) + " |")
     print(f"\n({time.perf_counter() - t0:.0f} s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -15,41 +16,117 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from helpers import GenericTestEnv
 from rlsec.core import Severity, Surface
-from rlsec.defenses.monitors import SCORING, IntegrityMonitor, LogZ, Thresholds, calibrate
+from rlsec.defenses.monitors import (
+    CHECKS,
+    SCORING,
+    IntegrityMonitor,
+    LogZ,
+    Thresholds,
+    calibrate,
+)
+from rlsec.defenses.training import shipped_thresholds
 from rlsec.errors import ConfigError, IntegrityViolation
 
-
-@settings(max_examples=60, deadline=None)
-@given(
-    xs=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=300),
-    fpr=st.floats(0.001, 0.5),
+runs_of_scores = st.lists(
+    st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=120), min_size=1, max_size=25
 )
-def test_calibrated_threshold_keeps_clean_false_alarms_within_the_rate(
-    xs: list[float], fpr: float
+
+
+@settings(max_examples=80, deadline=None)
+@given(runs=runs_of_scores, fpr=st.floats(0.001, 0.5), coverage=st.floats(0.05, 0.95))
+def test_calibrated_threshold_keeps_enough_runs_within_the_rate(
+    runs: list[list[float]], fpr: float, coverage: float
 ) -> None:
-    t = calibrate({"reward-outlier": xs}, fpr)
-    limit, n = t.values["reward-outlier"], len(xs)
-    assert t.samples["reward-outlier"] == n
-    # conformal: counting the new score as one more sample, at most a fraction fpr of the
-    # n + 1 exceed the threshold (every new score exceeding it included)
-    assert sum(x > limit for x in xs) + 1 <= max(fpr, t.bounds["reward-outlier"]) * (n + 1) + 1e-9
-    # and it is the smallest such order statistic: one step lower breaks the rate
-    below = [x for x in sorted(set(xs)) if x < limit]
-    if below and t.bounds["reward-outlier"] == fpr:
-        assert sum(x > below[-1] for x in xs) + 1 > fpr * (n + 1)
-    assert t.bounds["reward-outlier"] == (fpr if n + 1 >= 1 / fpr - 1e-9 else 1 / (n + 1)) or (
-        t.bounds["reward-outlier"] == fpr
+    t = calibrate([{"reward-outlier": xs} for xs in runs], fpr, coverage=coverage)
+    limit, m = t.values["reward-outlier"], len(runs)
+    assert t.runs["reward-outlier"] == m
+    assert t.samples["reward-outlier"] == sum(map(len, runs))
+    within = [sum(x > limit for x in xs) <= fpr * len(xs) + 1e-9 for xs in runs]
+    # conformal over runs: counting a new run as one more, at least a fraction `coverage`
+    # of the m + 1 keep their rate (the new one included only when the bound allows)
+    k = math.ceil((m + 1) * coverage - 1e-9)
+    assert sum(within) >= min(k, m)
+    assert t.coverages["reward-outlier"] == (coverage if k <= m else m / (m + 1))
+    # and no lower threshold among the runs' own would do: one step down breaks it
+    lower = sorted({x for xs in runs for x in xs if x < limit})
+    if lower:
+        below = lower[-1]
+        assert sum(sum(x > below for x in xs) <= fpr * len(xs) + 1e-9 for xs in runs) < min(k, m)
+
+
+def test_held_out_runs_keep_the_rate_as_often_as_the_coverage_says() -> None:
+    # Each run has its own level (seed-to-seed spread 1) and windows spread 0.3 around it, so
+    # windows are far from exchangeable across runs; the runs are. Over 100 calibrations of
+    # 20 runs, each tried on 100 new runs, the fraction of new runs whose window false-alarm
+    # rate stays within fpr is between K/(m+1) and (K+1)/(m+1) (K = 19, m = 20): conformal
+    # coverage, not more (the threshold is not needlessly high) and not less.
+    rng = np.random.default_rng(0)
+
+    def runs(m: int) -> list[np.ndarray]:
+        return [rng.normal(rng.normal(0, 1), 0.3, 100) for _ in range(m)]
+
+    fpr, coverage, kept = 0.01, 0.9, []
+    for _ in range(100):
+        t = calibrate([{"update-kl": r.tolist()} for r in runs(20)], fpr, coverage=coverage)
+        kept.append(np.mean([np.mean(r > t.values["update-kl"]) <= fpr for r in runs(100)]))
+    assert t.coverages["update-kl"] == coverage
+    # 3 standard errors of the mean over the 100 calibrations (sd of one is about 0.08)
+    assert 19 / 21 - 0.025 <= float(np.mean(kept)) <= 20 / 21 + 0.025
+
+
+def test_infinite_scores_count_and_nan_scores_do_not(tmp_path: Any) -> None:
+    # A zero-spread z-score is +inf and alarms against any finite threshold: dropping it
+    # from calibration would leave runs with such windows far above the stated rate.
+    rng = np.random.default_rng(0)
+    runs = [{"reward-outlier": [*rng.normal(0, 1, 8), math.inf, math.inf]} for _ in range(20)]
+    # 2 of 10 windows exceed any finite threshold: within fpr 0.25, beyond fpr 0.1
+    assert calibrate(runs, 0.25, coverage=0.9).values["reward-outlier"] < math.inf
+    t = calibrate(runs, 0.1, coverage=0.9)
+    assert t.values["reward-outlier"] == math.inf
+    t.save(tmp_path / "t.json")
+    assert '"inf"' in (tmp_path / "t.json").read_text()  # strict JSON
+    assert Thresholds.load(tmp_path / "t.json") == t
+    nan = calibrate([{"update-kl": [1.0, math.nan, 2.0, 3.0]}], 0.25)
+    assert nan.samples["update-kl"] == 3
+
+
+def test_calibration_input_that_would_switch_checks_off_is_refused() -> None:
+    runs = [{"update-kl": [0.1, 0.2]}] * 3
+    assert calibrate((r for r in runs), 0.1).values == calibrate(runs, 0.1).values != {}
+    with pytest.raises(ConfigError, match="non-empty sequence"):
+        calibrate([], 0.1)
+    good = {"scoring": SCORING, "values": {"update-kl": 1.0}, "fpr": 0.01, "coverage": 0.9}
+    assert Thresholds.from_dict(good).values == {"update-kl": 1.0}
+    for bad, why in (
+        ({"values": {"update-kl": math.nan}}, "numbers or \\+inf"),
+        ({"fpr": 7.0}, "fpr must be in"),
+        ({"coverage": -3.0}, "coverage must be in"),
+        ({"coverages": {"update-kl": 0.0}}, "coverages must be in"),
+        ({"runs": {"nope": 3}}, "unknown checks"),
+        ({"samples": {"update-kl": "many"}}, "bad 'samples'"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            Thresholds.from_dict({**good, **bad})
+
+
+def test_every_shipped_calibration_loads_under_this_scoring() -> None:
+    from importlib import resources
+
+    files = sorted(
+        f.name
+        for f in resources.files("rlsec.defenses.calibration").iterdir()
+        if f.name.endswith(".json")
     )
+    assert files == ["dqn-CartPole-v1.json", "ppo-CartPole-v1.json", "sac-Pendulum-v1.json"]
+    for name in files:
+        algo, env_id = name[: -len(".json")].split("-", 1)
+        t = shipped_thresholds(algo, env_id)
+        assert t is not None and set(t.values) == set(CHECKS) - _unused_checks(algo), name
+        assert all(c >= 0.9 for c in t.coverages.values()), name  # enough runs for 0.9
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.floats(0.001, 0.2), st.integers(0, 10_000))
-def test_held_out_false_alarm_rate_matches_the_calibrated_rate(fpr: float, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    t = calibrate({"update-kl": rng.standard_normal(4000).tolist()}, fpr)
-    held_out = rng.standard_normal(20000)
-    rate = float(np.mean(held_out > t.values["update-kl"]))
-    assert rate <= fpr + 4 * np.sqrt(fpr / 20000) + 3 * fpr / np.sqrt(4000 * fpr)
+def _unused_checks(algo: str) -> set[str]:
+    return {"update-kl", "update-clip-fraction"} if algo != "ppo" else set()
 
 
 def test_log_z_scores_jumps_not_the_scale_of_a_run() -> None:
@@ -64,16 +141,22 @@ def test_log_z_scores_jumps_not_the_scale_of_a_run() -> None:
 
 
 def test_thresholds_round_trip_and_refuse_unknown_checks(tmp_path: Any) -> None:
-    t = calibrate({"update-kl": [0.01, 0.02, 0.03]}, 0.1, source="test")
-    assert t.bounds == {"update-kl": 0.25}  # 3 windows support no better than 1/4
+    t = calibrate([{"update-kl": [0.01, 0.02, 0.03]}] * 3, 0.1, source="test")
+    assert t.coverages == {"update-kl": 0.75}  # 3 runs support no better than 3/4
     t.save(tmp_path / "t.json")
     assert Thresholds.load(tmp_path / "t.json") == t
     with pytest.raises(ConfigError, match="unknown checks"):
-        Thresholds.from_dict({"scoring": SCORING, "values": {"nope": 1.0}, "fpr": 0.1})
+        Thresholds.from_dict(
+            {"scoring": SCORING, "values": {"nope": 1.0}, "fpr": 0.1, "coverage": 0.9}
+        )
     with pytest.raises(ConfigError, match="recalibrate"):  # thresholds of an older scoring
         Thresholds.from_dict({"values": {"update-kl": 1.0}, "fpr": 0.1})
     with pytest.raises(ConfigError, match="fpr"):
-        calibrate({"update-kl": [1.0]}, 1.5)
+        calibrate([{"update-kl": [1.0]}], 1.5)
+    with pytest.raises(ConfigError, match="coverage"):
+        calibrate([{"update-kl": [1.0]}], 0.1, coverage=1.0)
+    with pytest.raises(ConfigError, match="one mapping of check -> window scores per clean run"):
+        calibrate({"update-kl": [1.0]}, 0.1)  # type: ignore[arg-type]
 
 
 class _FlipAfter(gym.Wrapper[Any, Any, Any, Any]):
@@ -98,7 +181,7 @@ def _ppo(env: gym.Env[Any, Any]) -> PPO:
 def test_reward_flips_are_found_soon_after_they_start_and_clean_training_is_quiet() -> None:
     clean = IntegrityMonitor(window=128, warmup=64)
     _ppo(gym.make("CartPole-v1")).learn(1024, callback=clean)
-    thresholds = calibrate(clean.scores, 0.01)
+    thresholds = calibrate([clean.scores], 0.01)
     quiet = IntegrityMonitor(thresholds, window=128, warmup=64)
     _ppo(gym.make("CartPole-v1")).learn(1024, callback=quiet)
     assert [f for f in quiet.findings if f.detector == "reward-outlier"] == []

@@ -31,17 +31,26 @@ it, so a genuine row overwritten in place is found before it is used), and
 weights an optimiser trains must be exactly as its last step left them when its next step
 begins (a copy is kept after each step; a change in between came from outside the optimiser).
 
-Thresholds come from clean runs (:func:`calibrate`): per check, the conformal ``1 - fpr``
-quantile of the windows' scores in clean training (the ``ceil((n + 1)(1 - fpr))``-th smallest of
-``n``), so a window of a new clean run, exchangeable with the calibration runs, exceeds it with
-probability at most ``fpr``. With too few windows for the rate the threshold is the largest clean
-score and the rate it supports, ``1 / (n + 1)``, is recorded per check (``Thresholds.bounds``).
-A check that crashes is reported as a high-severity finding, never as a pass.
+Thresholds come from clean runs (:func:`calibrate`), and the *run*, not the window, is the
+unit the calibration treats as exchangeable: windows of one run are correlated, and clean
+scores differ more between seeds than within one (pooling every window into one conformal
+quantile missed its stated rate by up to six times on held-out seeds). Per check, each
+calibration run gives the smallest threshold that keeps its own windows' false-alarm rate at
+or under ``fpr``; the shipped threshold is the conformal ``coverage`` quantile of those
+per-run thresholds (the ``ceil((m + 1) · coverage)``-th smallest of ``m``). So a new clean run,
+exchangeable with the calibration runs (same recipe and length), alarms on at most a fraction
+``fpr`` of its windows of that check with probability at least ``coverage``: a guarantee per
+check, not for all checks at once. With too few runs for the coverage the threshold is
+the largest per-run one and the coverage it supports, ``m / (m + 1)``, is recorded per check
+(``Thresholds.coverages``). A check that crashes is reported as a high-severity finding,
+never as a pass.
 
 Example:
-    >>> t = calibrate({"update-kl": [0.01, 0.02, 0.03, 0.5]}, fpr=0.4)
-    >>> t.values["update-kl"], t.bounds["update-kl"]
-    (0.03, 0.4)
+    >>> runs = [{"update-kl": [0.1, 0.2, 0.3, 0.9]}, {"update-kl": [0.2, 0.4, 0.5, 0.6]},
+    ...         {"update-kl": [0.4, 0.4, 0.4, 0.4]}]
+    >>> t = calibrate(runs, fpr=0.25, coverage=0.5)  # run thresholds 0.3, 0.5 and 0.4
+    >>> t.values["update-kl"], t.coverages["update-kl"]  # the 2nd of 3: ceil(4 * 0.5) = 2
+    (0.4, 0.5)
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,31 +94,38 @@ CHECKS: dict[str, Surface] = {
     "drift-step": Surface.PARAMETERS,
 }
 
-#: How scores are computed. Thresholds calibrated under another scoring do not apply.
-SCORING = 2
+#: How scores and thresholds are computed (3: thresholds calibrated over runs). Thresholds
+#: calibrated under another version do not apply.
+SCORING = 3
 
 
 @dataclass
 class Thresholds:
     """Per-check thresholds and how they were obtained.
 
-    ``bounds[check]`` is the per-window false-positive rate the calibration supports for that
-    check: ``fpr`` when there were enough clean windows, else ``1 / (samples + 1)``.
+    ``fpr`` is the per-window false-alarm rate a clean run keeps, with probability
+    ``coverage`` (the target); ``coverages[check]`` is the probability the calibration
+    supports for that check: ``coverage`` when there were enough runs, else ``m / (m + 1)``
+    for ``m`` runs (``runs[check]``). ``samples[check]`` counts the clean windows.
     """
 
     values: dict[str, float]
     fpr: float
+    coverage: float = 0.9
     samples: dict[str, int] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
+    coverages: dict[str, float] = field(default_factory=dict)
     source: str = ""
-    bounds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "scoring": SCORING,
             "values": self.values,
             "fpr": self.fpr,
-            "bounds": self.bounds,
+            "coverage": self.coverage,
+            "coverages": self.coverages,
             "samples": self.samples,
+            "runs": self.runs,
             "source": self.source,
         }
 
@@ -121,19 +137,42 @@ class Thresholds:
                 f"thresholds calibrated for scoring version {scoring!r}; this rlsec scores "
                 f"version {SCORING}: recalibrate them (scripts/calibrate_monitors.py)"
             )
+
+        def table(key: str, kind: type, required: bool = False) -> dict[str, Any]:
+            if required and key not in d:
+                raise ConfigError(f"thresholds need {key!r}")
+            try:
+                return {str(k): kind(v) for k, v in dict(d.get(key, {})).items()}
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"thresholds: bad {key!r} ({exc})") from None
+
+        values = table("values", float, required=True)
+        coverages = table("coverages", float)
+        samples, runs = table("samples", int), table("runs", int)
         try:
-            values = {str(k): float(v) for k, v in dict(d["values"]).items()}
-            fpr = float(d["fpr"])
-            bounds = {str(k): float(v) for k, v in dict(d.get("bounds", {})).items()}
+            fpr, coverage = float(d["fpr"]), float(d["coverage"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"thresholds need 'values' and 'fpr': {exc}") from None
-        unknown = sorted((set(values) | set(bounds)) - set(CHECKS))
+            raise ConfigError(f"thresholds need a number for 'fpr' and 'coverage': {exc}") from None
+        for name, v in (("fpr", fpr), ("coverage", coverage)):
+            if not 0.0 < v < 1.0:
+                raise ConfigError(f"thresholds: {name} must be in (0, 1), got {v!r}")
+        bad = {k: v for k, v in values.items() if math.isnan(v) or v == -math.inf}
+        if bad:  # a NaN threshold would never alarm: the check would be off, silently
+            raise ConfigError(f"thresholds must be numbers or +inf, got {bad}")
+        off = {k: v for k, v in coverages.items() if not 0.0 < v <= 1.0}
+        if off:
+            raise ConfigError(f"thresholds: coverages must be in (0, 1], got {off}")
+        named = set(values) | set(coverages) | set(samples) | set(runs)
+        unknown = sorted(named - set(CHECKS))
         if unknown:
             raise ConfigError(f"unknown checks {unknown}; expected some of {sorted(CHECKS)}")
-        return cls(values, fpr, dict(d.get("samples", {})), str(d.get("source", "")), bounds)
+        return cls(values, fpr, coverage, samples, runs, coverages, str(d.get("source", "")))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write strict JSON (an infinite threshold as the string ``"inf"``)."""
+        d = self.to_dict()
+        d["values"] = {k: (v if math.isfinite(v) else str(v)) for k, v in self.values.items()}
+        Path(path).write_text(json.dumps(d, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Thresholds:
@@ -143,28 +182,68 @@ class Thresholds:
             raise ConfigError(f"cannot read thresholds from {path}: {exc}") from None
 
 
-def calibrate(scores: Mapping[str, list[float]], fpr: float, source: str = "") -> Thresholds:
-    """Per check, the conformal ``1 - fpr`` quantile of its clean window scores.
+def _rank(n: int, level: float) -> int:
+    """``ceil(n · level)``; the small slack keeps an exact integer from rounding up."""
+    return math.ceil(n * level - 1e-9)
 
-    The threshold is the ``k = ceil((n + 1)(1 - fpr))``-th smallest of the ``n`` clean scores
-    (split conformal prediction): a new exchangeable clean score exceeds it with probability at
-    most ``fpr``. When ``k > n`` the threshold is the largest clean score and the bound it
-    supports, ``1 / (n + 1)``, is recorded in ``bounds``.
+
+def calibrate(
+    runs: Sequence[Mapping[str, Sequence[float]]],
+    fpr: float,
+    *,
+    coverage: float = 0.9,
+    source: str = "",
+) -> Thresholds:
+    """Per check, the threshold that keeps a new clean run's window false-alarm rate at or
+    under ``fpr`` with probability ``coverage``, from clean calibration runs (one mapping of
+    check -> window scores per run), as the module docstring describes.
+
+    Run ``j``'s own threshold is its ``k_j = ceil(n_j (1 - fpr))``-th smallest score (at most
+    ``n_j · fpr`` of its windows exceed it); the threshold is the ``K = ceil((m + 1) ·
+    coverage)``-th smallest of the ``m`` run thresholds (split conformal prediction over runs).
+    When ``K > m`` it is the largest, and the coverage it supports, ``m / (m + 1)``, is
+    recorded. The guarantee is per check: a run may exceed the rate on some check more often.
+    NaN scores are dropped (a NaN never alarms); ``+inf`` is kept (it alarms against any
+    finite threshold, so a threshold may have to be ``inf``). A run with no score for a check
+    does not count for it.
+
+    Raises:
+        ConfigError: ``fpr`` or ``coverage`` outside (0, 1), or ``runs`` not a non-empty
+            sequence of mappings.
     """
     if not 0.0 < fpr < 1.0:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
-    values, samples, bounds = {}, {}, {}
-    for name, xs in scores.items():
-        arr = np.sort(np.asarray([x for x in xs if math.isfinite(x)], dtype=float))
-        if arr.size == 0:
-            continue
-        n = int(arr.size)
-        # the small slack keeps (n + 1)(1 - fpr) from rounding up past an exact integer
-        k = math.ceil((n + 1) * (1.0 - fpr) - 1e-9)
-        values[name] = float(arr[min(k, n) - 1])
-        samples[name] = n
-        bounds[name] = fpr if k <= n else 1.0 / (n + 1)
-    return Thresholds(values, fpr, samples, source, bounds)
+    if not 0.0 < coverage < 1.0:
+        raise ConfigError(f"coverage must be in (0, 1), got {coverage}")
+    if isinstance(runs, Mapping):
+        raise ConfigError(
+            "calibrate needs one mapping of check -> window scores per clean run, got one mapping"
+        )
+    runs = list(runs)
+    if not runs or not all(isinstance(r, Mapping) for r in runs):
+        raise ConfigError(
+            "calibrate needs a non-empty sequence of mappings of check -> window scores (one "
+            f"per clean run), got {len(runs)} items of types "
+            f"{sorted({type(r).__name__ for r in runs})}"
+        )
+    per_run: dict[str, list[float]] = {}
+    samples: dict[str, int] = {}
+    for run in runs:
+        for name, xs in run.items():
+            arr = np.sort(np.asarray([x for x in xs if not math.isnan(x)], dtype=float))
+            if arr.size == 0:
+                continue
+            n = int(arr.size)
+            per_run.setdefault(name, []).append(float(arr[_rank(n, 1.0 - fpr) - 1]))
+            samples[name] = samples.get(name, 0) + n
+    values, counts, coverages = {}, {}, {}
+    for name, qs in per_run.items():
+        m = len(qs)
+        k = _rank(m + 1, coverage)
+        values[name] = sorted(qs)[min(k, m) - 1]
+        counts[name] = m
+        coverages[name] = coverage if k <= m else m / (m + 1)
+    return Thresholds(values, fpr, coverage, samples, counts, coverages, source)
 
 
 class LogZ:
@@ -318,7 +397,9 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                 Severity.MEDIUM,
                 CHECKS[name],
                 f"{name}: score {value:.4g} above its threshold {limit:.4g} "
-                f"(calibrated to a false-positive rate of {self.thresholds.fpr:g} per window)",
+                f"(calibrated so that a clean run alarms on at most {self.thresholds.fpr:g} of "
+                f"its windows of this check with probability at least "
+                f"{self.thresholds.coverages.get(name, self.thresholds.coverage):.3g})",
                 name,
                 {
                     "score": float(value),
