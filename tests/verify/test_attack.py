@@ -274,6 +274,46 @@ def test_every_budget_and_the_environment_are_checked_before_any_episode(tmp_pat
     json.dumps(results, allow_nan=False)
 
 
+def test_no_attack_in_the_red_team_beats_the_verified_worst_case_return() -> None:
+    # The plant's episodes end at max_steps: Rmin=? [C<=T] of the attacked MDP bounds the
+    # expected return of every attacker within ε (history-dependent ones included), so
+    # every attack of a red-team campaign on the same model and budget stays above it.
+    policy = load_policy("zoo:plant-ppo")
+    env_id = "rlsec/SlipperyPlant-v0"
+    m = Model.from_env(env_id)
+    horizon = gym.make(env_id).unwrapped.max_steps  # type: ignore[attr-defined]
+    eps = 0.05
+    attacked = attacked_model(m, policy, eps)
+    bound = check(attacked.mdp, f'R{{"reward"}}min=? [C<={horizon}]').result
+    exact = check(induced_chain(m, policy), f'R{{"reward"}}=? [C<={horizon}]').result
+    assert bound < exact  # the attacker can do damage
+    _, strategy = worst_case(
+        attacked, 'Pmax=? [F "unsafe"]', env_id=env_id, policy_sha256=policy.info.sha256
+    )
+    results = redteam(
+        policy,
+        attacks=[
+            "uniform-obs-v1",
+            "fgsm-obs-v1",
+            "pgd-obs-v1",
+            "mad-obs-v1",
+            "critic-obs-v1",
+            "strategy-obs-v1",
+        ],
+        epsilons=[eps],
+        eps_unit="raw",
+        alphas=[],
+        episodes=200,
+        attack_params={"strategy-obs-v1": {"strategy": strategy}},
+    )
+    lo, hi = results["clean"]["ci95"]
+    assert lo <= exact <= hi  # the rollouts are the model's
+    rows = {r["attack"]: r for r in results["results"]}
+    assert "strategy-obs-v1" in rows
+    for attack_id, row in rows.items():
+        assert row["ci95"][1] >= bound, attack_id
+
+
 def test_bad_budgets_are_refused() -> None:
     m = Model.from_env("FrozenLake-v1")
     with pytest.raises(InvalidBudget, match="radius"):

@@ -81,6 +81,25 @@ def test_verify_under_attack_writes_a_replayable_strategy(tmp_path: Path) -> Non
             env_id="rlsec/SlipperyPlant-v0",
             attack_radius=0.05,
         )
+    # bounded properties are checked under attack too (only a strategy needs an unbounded one)
+    horizon = verify(
+        prop='R{"reward"}min=? [C<=128]',
+        policy="zoo:plant-ppo",
+        env_id="rlsec/SlipperyPlant-v0",
+        attack_radius=0.05,
+    )
+    calm = verify(
+        prop='R{"reward"}=? [C<=128]', policy="zoo:plant-ppo", env_id="rlsec/SlipperyPlant-v0"
+    )
+    assert horizon["result"] < calm["result"] and "strategy" not in horizon["attack"]
+    with pytest.raises(ModelError, match="no strategy"):
+        verify(
+            prop='R{"reward"}min=? [C<=128]',
+            policy="zoo:plant-ppo",
+            env_id="rlsec/SlipperyPlant-v0",
+            attack_radius=0.05,
+            strategy_out=tmp_path / "t.json",
+        )
 
 
 def test_prism_files_are_checked_and_their_errors_located(tmp_path: Path) -> None:

@@ -185,17 +185,28 @@ def verify(
             )
         attacked = attacked_model(model, pol, attack_radius, stochastic=stochastic, method=method)
         query = time.perf_counter() - t0
-        res, strategy = worst_case(
-            attacked, prop, env_id=env_id, policy_sha256=doc["policy"]["sha256"]
-        )
+        strategy = None
+        if strategy_out is None:  # bounded properties have no memoryless strategy to save
+            res = check(attacked.mdp, prop)
+        else:
+            res, strategy = worst_case(
+                attacked, prop, env_id=env_id, policy_sha256=doc["policy"]["sha256"]
+            )
+        if attacked.kind != "index":
+            unit = "raw (linf)"
+        elif model.cells is not None:
+            unit = "states (Manhattan)"
+        else:
+            unit = "states (index distance)"
         doc["attack"] = {
             "surface": "observation",
             "radius": float(attack_radius),
-            "unit": "states (Manhattan)" if attacked.kind == "index" else "raw (linf)",
+            "unit": unit,
             "choices": attacked.method,
             "mdp_choices": int(attacked.mdp.matrix.shape[0]),
         }
         if strategy_out is not None:
+            assert strategy is not None
             strategy.save(strategy_out)
             doc["attack"]["strategy"] = str(strategy_out)
         doc["counterexample"] = None
