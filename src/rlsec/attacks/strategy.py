@@ -116,8 +116,8 @@ class StrategyReplay(ObservationAttack):
                 f"it with unit='raw', got {threat_model.unit!r}"
             )
         super().__init__(threat_model)
-        if int(steps) < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
         self.strategy = strategy
         self.steps = int(steps)
         self._model: Any = None

@@ -140,22 +140,45 @@ class TriggerInversion:
             )
         if not 0.0 < float(self.success) <= 1.0:
             raise ConfigError(f"success must be a fraction in (0, 1], got {self.success!r}")
-        for name in ("threshold", "lr", "init_cost", "pattern_range"):
-            v = float(getattr(self, name))
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
-        if not (math.isfinite(float(self.min_mad)) and float(self.min_mad) >= 0):
-            raise ConfigError(f"min_mad must be a finite number >= 0, got {self.min_mad!r}")
+        _check_fields(
+            self,
+            positive=("threshold", "lr", "init_cost", "pattern_range"),
+            non_negative=("min_mad",),
+            integers=(("steps", 1), ("patience", 1), ("grid", 2), ("max_probe_states", 3)),
+        )
         if not float(self.cost_multiplier) > 1.0:
             raise ConfigError(f"cost_multiplier must be > 1, got {self.cost_multiplier!r}")
-        for name, least in (("steps", 1), ("patience", 1), ("grid", 2), ("max_probe_states", 3)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _check_fields(
+    cfg: Any,
+    *,
+    positive: tuple[str, ...],
+    non_negative: tuple[str, ...],
+    integers: tuple[tuple[str, int], ...],
+) -> None:
+    """The numeric fields of a scan's settings: finite and > 0, finite and >= 0, integers of
+    at least a given value.
+
+    Raises:
+        ConfigError: naming the field, what was expected and what was received.
+    """
+    for name in positive:
+        v = float(getattr(cfg, name))
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
+    for name in non_negative:
+        v = float(getattr(cfg, name))
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(cfg, name)!r}")
+    for name, least in integers:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -613,16 +636,12 @@ class ResponseScan:
             raise ConfigError(f"success must be a fraction in (0.5, 1], got {self.success!r}")
         if not 0.0 < float(self.alpha) < 1.0:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        for name in ("step", "pattern_range"):
-            v = float(getattr(self, name))
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
-        if not (math.isfinite(float(self.margin)) and float(self.margin) >= 0):
-            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin!r}")
-        for name, least in (("grid", 2), ("max_probe_states", 3)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
+        _check_fields(
+            self,
+            positive=("step", "pattern_range"),
+            non_negative=("margin",),
+            integers=(("grid", 2), ("max_probe_states", 3)),
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:

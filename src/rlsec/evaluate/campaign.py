@@ -12,7 +12,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -94,13 +94,9 @@ class CampaignConfig:
             self.defense = str(parse_defense(self.defense))
 
     def to_dict(self) -> dict[str, Any]:
-        params, self.attack_params = self.attack_params, {}
-        try:
-            d = asdict(self)
-        finally:
-            self.attack_params = params
+        d = asdict(replace(self, attack_params={}))  # parameters may be objects: below
         d["attack_params"] = {
-            a: {k: _jsonable(v) for k, v in ps.items()} for a, ps in params.items()
+            a: {k: _jsonable(v) for k, v in ps.items()} for a, ps in self.attack_params.items()
         }
         d["attacks"] = list(self.attacks) if self.attacks is not None else None
         d["epsilons"], d["alphas"], d["seeds"] = (
