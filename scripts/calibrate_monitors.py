@@ -82,9 +82,7 @@ def main() -> None:
             continue
         all_runs = [run_scores(algo, env_id, SEED + run, args.work) for run in range(runs)]
         seconds = sum(
-            json.loads((args.work / f"{algo}-{env_id}-seed{SEED + r}.json").read_text())[
-                "seconds"
-            ]
+            json.loads((args.work / f"{algo}-{env_id}-seed{SEED + r}.json").read_text())["seconds"]
             for r in range(runs)
         )
         source = (
