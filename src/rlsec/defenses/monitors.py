@@ -32,9 +32,9 @@ weights an optimiser trains must be exactly as its last step left them when its 
 begins (a copy is kept after each step; a change in between came from outside the optimiser).
 
 Thresholds come from clean runs (:func:`calibrate`), and the *run*, not the window, is the
-unit the calibration treats as exchangeable: windows of one run are correlated, and clean
-scores differ more between seeds than within one (pooling every window into one conformal
-quantile missed its stated rate by up to six times on held-out seeds). Per check, each
+unit the calibration treats as exchangeable: windows of one run are correlated and share
+the run's seed, so windows are not exchangeable across runs while runs are (pooling every
+window into one conformal quantile missed its stated rate six times over on held-out seeds). Per check, each
 calibration run gives the smallest threshold that keeps its own windows' false-alarm rate at
 or under ``fpr``; the shipped threshold is the conformal ``coverage`` quantile of those
 per-run thresholds (the ``ceil((m + 1) · coverage)``-th smallest of ``m``). So a new clean run,
