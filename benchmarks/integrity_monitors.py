@@ -16,7 +16,7 @@ calibration states it for a fraction `coverage` of runs) and the pooled rate per
 its exact 95% interval.
 
 Usage: python benchmarks/integrity_monitors.py [--tasks ppo,dqn] [--seeds 3] [--clean-seeds N]
-       [--only NAME] [--no-clean] [--smoke]
+       [--first-clean-seed 2000] [--only NAME] [--no-clean] [--smoke]
 """
 
 from __future__ import annotations
@@ -232,6 +232,9 @@ def main() -> None:
     parser.add_argument(
         "--clean-seeds", type=int, default=None, help="clean runs (default: --seeds)"
     )
+    parser.add_argument(
+        "--first-clean-seed", type=int, default=2000, help="seed of the first clean run"
+    )
     parser.add_argument("--onset", type=float, default=0.3)
     parser.add_argument("--only", default="", help="run only attacks whose name contains this")
     parser.add_argument("--no-clean", action="store_true", help="skip the clean runs")
@@ -258,7 +261,7 @@ def main() -> None:
         within = dict.fromkeys(thresholds.values, 0)  # runs whose window rate <= fpr
         n_clean = args.seeds if args.clean_seeds is None else args.clean_seeds
         for s in range(0 if args.no_clean else n_clean):
-            m, _, _ = run(algo, 2000 + s, steps, None, args.onset, hp)
+            m, _, _ = run(algo, args.first_clean_seed + s, steps, None, args.onset, hp)
             false = [f for f in m.findings if f.detector in calibrated]
             fp_runs += bool(false)
             clean_runs += 1

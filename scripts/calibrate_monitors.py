@@ -10,8 +10,9 @@ probability ``--coverage``, the run being the exchangeable unit
 A coverage of 0.9 needs at least 9 runs per task. ``benchmarks/integrity_monitors.py``
 measures the rates reached on held-out seeds.
 
-Each run's scores are kept in ``--work`` (``<algo>-<env>-seed<N>.json``), so runs can be
-spread over processes (``--first-run``) and an interrupted calibration resumes.
+Each run's scores are kept in ``--work`` (``<algo>-<env>-seed<N>.json``, with the scoring
+version they were computed under), so runs can be spread over processes (``--first-run``)
+and an interrupted calibration resumes.
 
 Usage: python scripts/calibrate_monitors.py [--tasks ppo:CartPole-v1:10,...] [--fpr 0.01]
        [--coverage 0.9] [--work DIR] [--first-run 0] [--no-write]
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 from rlsec.defenses import TrainConfig, train_policy
-from rlsec.defenses.monitors import IntegrityMonitor, calibrate
+from rlsec.defenses.monitors import SCORING, IntegrityMonitor, calibrate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "rlsec" / "defenses" / "calibration"
@@ -39,8 +40,10 @@ def run_scores(algo: str, env_id: str, seed: int, work: Path) -> dict[str, list[
     """One clean run's window scores per check (cached in ``work``)."""
     cache = work / f"{algo}-{env_id}-seed{seed}.json"
     if cache.is_file():
-        cached: dict[str, list[float]] = json.loads(cache.read_text())["scores"]
-        return cached
+        body = json.loads(cache.read_text())
+        if body.get("scoring") == SCORING:  # scores of another scoring are trained again
+            cached: dict[str, list[float]] = body["scores"]
+            return cached
     monitor = IntegrityMonitor(None)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,7 +53,7 @@ def run_scores(algo: str, env_id: str, seed: int, work: Path) -> dict[str, list[
             monitor=monitor,
         )
     scores = {name: list(xs) for name, xs in monitor.scores.items()}
-    body = {"seconds": time.perf_counter() - t0, "scores": scores}
+    body = {"scoring": SCORING, "seconds": time.perf_counter() - t0, "scores": scores}
     tmp_path = cache.with_suffix(".tmp")
     tmp_path.write_text(json.dumps(body))
     tmp_path.replace(cache)  # whole or absent

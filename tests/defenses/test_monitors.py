@@ -193,6 +193,47 @@ def test_reward_flips_are_found_soon_after_they_start_and_clean_training_is_quie
     assert 0 <= latency <= 2 * 128  # within two windows of the first flip
 
 
+class _Teleport(gym.Wrapper[Any, Any, Any, Any]):
+    """Falsified transitions: at step ``at`` the cart's position reading jumps by 2 m."""
+
+    def __init__(self, env: gym.Env[Any, Any], at: int) -> None:
+        super().__init__(env)
+        self.at, self.t = at, 0
+
+    def step(self, action: Any) -> Any:
+        obs, r, term, trunc, info = self.env.step(action)
+        self.t += 1
+        if self.t == self.at:
+            obs = obs.copy()
+            obs[0] = np.clip(obs[0] + 2.0, -4.7, 4.7)
+        return obs, r, term, trunc, info
+
+
+def test_teleports_are_jumps_and_jumps_count_only_after_the_jump_warmup() -> None:
+    clean = IntegrityMonitor(window=64, jump_warmup=128)
+    _ppo(gym.make("CartPole-v1")).learn(512, callback=clean)
+    # 64-step windows: the first two end before more than 128 transitions are in
+    assert len(clean.scores["transition-jump"]) == 512 // 64 - 2
+    thresholds = calibrate([clean.scores], 0.01)
+    loud = IntegrityMonitor(thresholds, window=64, jump_warmup=128)
+    _ppo(_Teleport(gym.make("CartPole-v1"), at=300)).learn(512, callback=loud)
+    found = [f for f in loud.findings if f.detector == "transition-jump"]
+    assert found and all(f.surface is Surface.DATA for f in found)
+    assert 300 <= loud.first_alarm["transition-jump"] < 300 + 64
+    with pytest.raises(ConfigError, match="jump_warmup and grad_warmup_windows >= 0"):
+        IntegrityMonitor(jump_warmup=-1)
+
+
+def test_the_first_windows_of_gradient_norms_are_not_scored() -> None:
+    runs = {}
+    for skip in (0, 2):
+        monitor = IntegrityMonitor(window=128, update_warmup=5, grad_warmup_windows=skip)
+        _ppo(gym.make("CartPole-v1")).learn(1024, callback=monitor)
+        runs[skip] = monitor.scores["update-grad-norm"]
+    # the same run (same seed): the later windows score alike, the first two are left out
+    assert len(runs[0]) >= 4 and runs[2] == runs[0][2:]
+
+
 def _env_with(bad: Any, at: int) -> GenericTestEnv:
     t = [0]
 

@@ -34,14 +34,15 @@ begins (a copy is kept after each step; a change in between came from outside th
 Thresholds come from clean runs (:func:`calibrate`), and the *run*, not the window, is the
 unit the calibration treats as exchangeable: windows of one run are correlated and share
 the run's seed, so windows are not exchangeable across runs while runs are (pooling every
-window into one conformal quantile missed its stated rate six times over on held-out seeds). Per check, each
-calibration run gives the smallest threshold that keeps its own windows' false-alarm rate at
-or under ``fpr``; the shipped threshold is the conformal ``coverage`` quantile of those
-per-run thresholds (the ``ceil((m + 1) · coverage)``-th smallest of ``m``). So a new clean run,
-exchangeable with the calibration runs (same recipe and length), alarms on at most a fraction
-``fpr`` of its windows of that check with probability at least ``coverage``: a guarantee per
-check, not for all checks at once. With too few runs for the coverage the threshold is
-the largest per-run one and the coverage it supports, ``m / (m + 1)``, is recorded per check
+window into one conformal quantile missed its stated rate six times over on held-out
+seeds). Per check, each calibration run gives the smallest threshold that keeps its own
+windows' false-alarm rate at or under ``fpr``; the shipped threshold is the conformal
+``coverage`` quantile of those per-run thresholds (the ``ceil((m + 1) · coverage)``-th
+smallest of ``m``). So a new clean run, exchangeable with the calibration runs (same recipe
+and length), alarms on at most a fraction ``fpr`` of its windows of that check with
+probability at least ``coverage``: a guarantee per check, not for all checks at once. With
+too few runs for the coverage the threshold is the largest per-run one and the coverage it
+supports, ``m / (m + 1)``, is recorded per check
 (``Thresholds.coverages``). A check that crashes is reported as a high-severity finding,
 never as a pass.
 
@@ -94,9 +95,10 @@ CHECKS: dict[str, Surface] = {
     "drift-step": Surface.PARAMETERS,
 }
 
-#: How scores and thresholds are computed (3: thresholds calibrated over runs). Thresholds
-#: calibrated under another version do not apply.
-SCORING = 3
+#: How scores and thresholds are computed (3: thresholds calibrated over runs; 4: jumps
+#: scored after ``jump_warmup`` transitions; 5: gradient norms after ``grad_warmup_windows``).
+#: Thresholds calibrated under another version do not apply.
+SCORING = 5
 
 
 @dataclass
@@ -301,8 +303,18 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         drift_every: environment steps between drift checks.
         rollback: on a drift or update finding, restore the last snapshot that passed.
         findings_path: append each finding there as a JSON line.
-        warmup: reward/transition steps before z-scores count (the moments settle first).
+        warmup: reward steps before their z-scores count (the moments settle first).
+        jump_warmup: transitions before jumps count. The scale of a jump is the running mean
+            change of each feature, which early in training rests on few transitions and on a
+            policy that is still changing fast: with 256, the largest clean scores of the PPO
+            recipe fell in its first four windows, and on held-out seeds those windows raised
+            most of the false alarms (4 of 8 runs over the rate, against 1 of 8 with 4096).
         update_warmup: optimiser steps (gradient norm) or updates (KL) before those count.
+        grad_warmup_windows: windows with optimiser steps whose gradient-norm score is not
+            counted (the z-scores go on learning from them). The first updates move the
+            gradient norm fastest: every largest clean score of the PPO recipe's calibration
+            runs fell in its first such window, and on held-out seeds two of them raised the
+            only false alarms of this check there. A non-finite gradient norm always counts.
         probe_size: observations collected from the first steps as the drift probe.
         halt: stop training at the first finding of this severity or worse (hard checks
             and crashed checks are HIGH; calibrated checks MEDIUM); ``None`` never stops.
@@ -319,15 +331,23 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         rollback: bool = False,
         findings_path: str | os.PathLike[str] | None = None,
         warmup: int = 256,
+        jump_warmup: int = 4096,
         update_warmup: int = 20,
+        grad_warmup_windows: int = 2,
         probe_size: int = 256,
         halt: Severity | None = Severity.HIGH,
     ) -> None:
         super().__init__()
-        if window < 1 or drift_every < 1 or warmup < 0:
-            raise ConfigError("window and drift_every must be >= 1 and warmup >= 0")
+        if window < 1 or drift_every < 1 or min(warmup, jump_warmup, grad_warmup_windows) < 0:
+            raise ConfigError(
+                "window and drift_every must be >= 1, warmup, jump_warmup and "
+                f"grad_warmup_windows >= 0; got {window}, {drift_every}, {warmup}, "
+                f"{jump_warmup}, {grad_warmup_windows}"
+            )
         self.thresholds = thresholds
         self.window, self.drift_every, self.warmup = int(window), int(drift_every), int(warmup)
+        self.jump_warmup = int(jump_warmup)
+        self._grad_windows_left = int(grad_warmup_windows)
         self.rollback, self.reference = rollback, reference
         self.findings_path = Path(findings_path) if findings_path is not None else None
         self.findings: list[Finding] = []
@@ -490,6 +510,11 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
             self._pending[name] = max(self._pending.get(name, -math.inf), value)
 
     def _flush_updates(self) -> None:
+        grad = self._pending.get("update-grad-norm")
+        if grad is not None and self._grad_windows_left > 0:
+            self._grad_windows_left -= 1
+            if math.isfinite(grad):  # still warming up; a non-finite norm always counts
+                del self._pending["update-grad-norm"]
         alarmed = [name for name, v in sorted(self._pending.items()) if self._score(name, v)]
         self._pending = {}
         if alarmed and self.rollback:
@@ -542,7 +567,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
             jump = self._jump
             if jump is None:
                 jump = self._jump = RunningMoments(delta.shape[1])
-            if jump.n >= self.warmup:
+            if jump.n >= self.jump_warmup:
                 scale = np.where(jump.mean > 0, jump.mean, np.inf)
                 self._win_jump = max(self._win_jump, float((delta / scale).max()))
             jump.update(delta)
@@ -562,7 +587,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         if self._win_steps >= self.window:
             if self._reward.n > self.warmup:
                 self._score("reward-outlier", self._win_reward)
-            if self._jump is not None and self._jump.n > self.warmup:
+            if self._jump is not None and self._jump.n > self.jump_warmup:
                 self._score("transition-jump", self._win_jump)
             self._win_steps, self._win_reward, self._win_jump = 0, 0.0, 0.0
             self._flush_updates()
