@@ -249,16 +249,18 @@ class StrategyReplay(ObservationAttack):
         tol = _MATCH_TOL * (1.0 + np.abs(table))[None, :, :]
         match = np.all(np.abs(x[:, None, :] - table[None, :, :]) <= tol, axis=2)
         states: np.ndarray = np.argmax(match, axis=1)
-        for i in range(len(x)):
-            hits = np.flatnonzero(match[i])
-            if hits.size == 0:
-                raise ModelError(
-                    f"observation {x[i].tolist()} is not emitted by any state of the model "
-                    f"of {self.strategy.env_id}: the strategy does not apply"
-                )
+        count = match.sum(axis=1)
+        if np.any(count == 0):
+            i = int(np.flatnonzero(count == 0)[0])
+            raise ModelError(
+                f"observation {x[i].tolist()} is not emitted by any state of the model "
+                f"of {self.strategy.env_id}: the strategy does not apply"
+            )
+        for j in np.flatnonzero(count > 1):  # aliased observations only (rare)
+            hits = np.flatnonzero(match[j])
             if np.unique(self.strategy.action[hits]).size > 1:
                 raise ModelError(
-                    f"observation {x[i].tolist()} is emitted by states {hits.tolist()}, whose "
+                    f"observation {x[j].tolist()} is emitted by states {hits.tolist()}, whose "
                     "strategy actions differ: the attacker cannot tell them apart"
                 )
         return states
