@@ -119,6 +119,7 @@ def train(
                 steps=args.steps,
                 seed=seed,
                 eval_episodes=5 if args.smoke else 20,
+                select="final",  # the learner's last policy, as the figures were measured
             ),
             out,
             wrap_env=attack.wrapper_factory(seed) if attack is not None else None,

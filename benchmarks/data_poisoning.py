@@ -101,7 +101,12 @@ def train(
         shutil.rmtree(out)
     result = train_policy(
         TrainConfig(
-            algo="dqn", env_id=ENV, steps=steps, seed=seed, eval_episodes=5 if smoke else 20
+            algo="dqn",
+            env_id=ENV,
+            steps=steps,
+            seed=seed,
+            eval_episodes=5 if smoke else 20,
+            select="final",  # the poisoned learner's last policy, as the figures were measured
         ),
         out,
         callbacks=callbacks,

@@ -210,7 +210,13 @@ def run(
     hp: dict[str, Any],
 ) -> tuple[IntegrityMonitor, int, int]:
     cfg = TrainConfig(
-        algo=algo, env_id=ENV, seed=seed, steps=steps, eval_episodes=2, hyperparameters=hp
+        algo=algo,
+        env_id=ENV,
+        seed=seed,
+        steps=steps,
+        eval_episodes=2,
+        hyperparameters=hp,
+        select="final",  # the monitors watch training; the exported policy is not scored
     ).validated()
     assert cfg.steps is not None
     onset = int(onset_frac * cfg.steps)

@@ -48,7 +48,7 @@ def run_scores(algo: str, env_id: str, seed: int, work: Path) -> dict[str, list[
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         train_policy(
-            TrainConfig(algo=algo, env_id=env_id, seed=seed, eval_episodes=5),
+            TrainConfig(algo=algo, env_id=env_id, seed=seed, eval_episodes=5, select="final"),
             Path(tmp) / "run",
             monitor=monitor,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -195,6 +196,13 @@ def _train(
     attack: Annotated[
         str, typer.Option(help="Attack used by --defense adv (an observation attack id).")
     ] = "pgd-obs-v1",
+    select: Annotated[
+        str | None,
+        typer.Option(
+            help="Exported policy: final, or best (the checkpoint at full ε that validates "
+            "best on clean episodes). Default: the recipe's (best for DQN on CartPole)."
+        ),
+    ] = None,
     monitor: Annotated[
         bool,
         typer.Option(
@@ -218,6 +226,7 @@ def _train(
         seed=seed,
         kappa=kappa,
         attack=attack,
+        select=select,
     )
     watch: Any = "default" if monitor else "off"
     if monitor and monitor_thresholds is not None:
@@ -250,6 +259,9 @@ def _train(
         console.print(f"interrupted: {where}")
         sys.exit(130)
     cr = result.clean_return
+    chosen = json.loads(result.summary.read_text())["selection"]
+    if chosen["rule"] == "best":
+        out_console.print(f"selected the checkpoint at step {chosen['step']} (best validation)")
     out_console.print(
         f"clean return {cr['mean']:.2f} (95% CI {cr['ci95'][0]:.2f} to {cr['ci95'][1]:.2f}, "
         f"{cr['episodes']} episodes) after {result.seconds:.0f} s"

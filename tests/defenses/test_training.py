@@ -56,6 +56,8 @@ PPO_TINY = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
             "observation attack",
         ),
         ({"algo": "ppo", "env_id": "CartPole-v1", "scale": (1.0, 2.0)}, "scale must be 4"),
+        ({"algo": "ppo", "env_id": "CartPole-v1", "select": "last"}, "select must be one of"),
+        ({"algo": "ppo", "env_id": "CartPole-v1", "select_episodes": 0}, "select_episodes"),
     ],
 )
 def test_bad_configs_are_refused_before_anything_is_written(
@@ -113,6 +115,61 @@ def test_a_run_writes_a_loadable_policy_log_summary_and_checkpoints(tmp_path: Pa
     ckpt = load_policy(out / "checkpoints" / latest)
     obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
     assert np.array_equal(ckpt.act(obs), policy.act(obs))
+
+
+def test_best_selection_exports_the_best_checkpoint_trained_at_the_full_budget(
+    tmp_path: Path,
+) -> None:
+    """Only checkpoints at the full ε compete; the highest validation score wins (ties to the
+    later); it is kept on disk, named by BEST, exported, and recorded with every score."""
+    out = _run(
+        tmp_path,
+        "best",
+        steps=768,
+        checkpoint_every=128,
+        defense="sa-reg",
+        eps=0.05,
+        eps_ramp=0.5,
+        kappa=0.01,
+        attack_steps=2,
+        select="best",
+        select_episodes=3,
+    )
+    summary = json.loads((out / "training.json").read_text())
+    chosen = summary["selection"]
+    assert chosen["rule"] == "best"
+    steps = [s["step"] for s in chosen["scores"]]
+    assert steps == [384, 512, 640, 768]  # the ramp reaches ε at step 384 (0.5 x 768)
+    scores = [s["mean_return"] for s in chosen["scores"]]
+    best = max(scores)
+    assert chosen["step"] == max(s for s, r in zip(steps, scores, strict=True) if r == best)
+    name = f"step-{chosen['step']:09d}"
+    assert (out / "checkpoints" / "BEST").read_text().strip() == name
+    policy = load_policy(out / "policy")
+    kept = load_policy(out / "checkpoints" / name)
+    obs = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    assert np.array_equal(kept.act(obs), policy.act(obs))
+    assert policy.info.provenance["selection"] == chosen
+    # the validation episodes are not the ones the exported clean return is measured on
+    assert chosen["seed"] >= policy.info.clean_return["seed"] + policy.info.clean_return["episodes"]
+
+
+def test_final_selection_exports_the_last_policy(tmp_path: Path) -> None:
+    out = _run(tmp_path, "final", steps=256, checkpoint_every=128, select="final")
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["selection"] == {"rule": "final", "step": 256}
+    assert not (out / "checkpoints" / "BEST").exists()
+    last = load_policy(out / "checkpoints" / "step-000000256")
+    obs = np.random.default_rng(2).normal(size=(64, 4)).astype(np.float32)
+    assert np.array_equal(last.act(obs), load_policy(out / "policy").act(obs))
+
+
+def test_the_dqn_cartpole_recipe_selects_the_best_checkpoint() -> None:
+    assert TrainConfig(algo="dqn", env_id="CartPole-v1").validated().select == "best"
+    assert TrainConfig(algo="ppo", env_id="CartPole-v1").validated().select == "final"
+    assert TrainConfig(algo="dqn", env_id="CartPole-v1", select="final").validated().select == (
+        "final"
+    )
 
 
 def _weights(out: Path) -> list[torch.Tensor]:
