@@ -300,10 +300,10 @@ def test_wrong_format_or_version_is_refused(
 def test_missing_files_and_bad_json_are_policy_load_errors(tmp_path: pathlib.Path) -> None:
     assert "expected a policy directory" in load_error(tmp_path / "nowhere")
     d = saved(tmp_path)
-    (d / WEIGHTS).unlink()
-    assert "weights.safetensors not found" in load_error(d)
     (d / SPEC).write_text("{not json")
     assert "is not valid JSON" in load_error(d)
+    (d / WEIGHTS).unlink()
+    assert "weights.safetensors not found" in load_error(d)
     (d / SPEC).unlink()
     assert "spec.json not found" in load_error(d)
 

@@ -26,7 +26,16 @@ from rlsec.policies.base import PolicyInfo, TorchPolicy
 from rlsec.policies.network import PolicyNetwork
 from rlsec.policies.spaces import space_from_json, space_to_json
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_native", "save_policy", "write_policy_dir"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SPEC_FILE",
+    "WEIGHTS_FILE",
+    "load_native",
+    "load_native_bytes",
+    "save_policy",
+    "write_policy_dir",
+]
 
 FORMAT = "rlsec.policy"
 FORMAT_VERSION = 1
@@ -65,16 +74,36 @@ def load_native(directory: str | os.PathLike[str], *, source: str | None = None)
     if not d.is_dir():
         raise PolicyLoadError(f"expected a policy directory with {SPEC_FILE}, got {d}")
     spec_bytes = _read_capped(d / SPEC_FILE, _MAX_SPEC_BYTES, SPEC_FILE)
+    weights = _read_capped(d / WEIGHTS_FILE, _MAX_WEIGHTS_BYTES, WEIGHTS_FILE)
+    return load_native_bytes(spec_bytes, weights, where=str(d), source=source)
+
+
+def load_native_bytes(
+    spec_bytes: bytes, weights: bytes, *, where: str, source: str | None = None
+) -> TorchPolicy:
+    """Build a policy from the two files of a policy directory, already read into memory
+    (the registry loads exactly the bytes whose digests it verified). ``where`` names them
+    in errors.
+
+    Raises:
+        PolicyLoadError: a file is oversize, malformed, of the wrong digest or shape.
+    """
+    if len(spec_bytes) > _MAX_SPEC_BYTES or len(weights) > _MAX_WEIGHTS_BYTES:
+        raise PolicyLoadError(
+            f"{where}: {SPEC_FILE} may be {_MAX_SPEC_BYTES} bytes and {WEIGHTS_FILE} "
+            f"{_MAX_WEIGHTS_BYTES}; got {len(spec_bytes)} and {len(weights)}"
+        )
+    spec_at, weights_at = f"{where}/{SPEC_FILE}", f"{where}/{WEIGHTS_FILE}"
     try:
         spec = json.loads(spec_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyLoadError(f"{d / SPEC_FILE} is not valid JSON: {exc}") from None
+        raise PolicyLoadError(f"{spec_at} is not valid JSON: {exc}") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         got = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
-        raise PolicyLoadError(f"{d / SPEC_FILE}: expected format {FORMAT!r}, got {got!r}")
+        raise PolicyLoadError(f"{spec_at}: expected format {FORMAT!r}, got {got!r}")
     if spec.get("format_version") != FORMAT_VERSION:
         raise PolicyLoadError(
-            f"{d / SPEC_FILE}: expected format_version {FORMAT_VERSION}, "
+            f"{spec_at}: expected format_version {FORMAT_VERSION}, "
             f"got {spec.get('format_version')!r}"
         )
     obs_space = space_from_json(spec.get("observation_space"))
@@ -82,21 +111,18 @@ def load_native(directory: str | os.PathLike[str], *, source: str | None = None)
     weights_meta = spec.get("weights")
     if not isinstance(weights_meta, dict):
         raise PolicyLoadError(
-            f"{d / SPEC_FILE}: 'weights' must be an object with a sha256, got {weights_meta!r:.80}"
+            f"{spec_at}: 'weights' must be an object with a sha256, got {weights_meta!r:.80}"
         )
     want_sha = weights_meta.get("sha256")
-    weights = _read_capped(d / WEIGHTS_FILE, _MAX_WEIGHTS_BYTES, WEIGHTS_FILE)
     got_sha = hashlib.sha256(weights).hexdigest()
     if got_sha != want_sha:
         raise PolicyLoadError(
-            f"{d / WEIGHTS_FILE}: expected SHA-256 {want_sha} (from {SPEC_FILE}), got {got_sha}"
+            f"{weights_at}: expected SHA-256 {want_sha} (from {SPEC_FILE}), got {got_sha}"
         )
     try:
         tensors = safetensors.torch.load(weights)
     except Exception as exc:  # safetensors raises its own error types for corrupt data
-        raise PolicyLoadError(
-            f"{d / WEIGHTS_FILE} is not a valid safetensors file: {exc}"
-        ) from None
+        raise PolicyLoadError(f"{weights_at} is not a valid safetensors file: {exc}") from None
     # The spec may not ask for far more parameters than the weights hold, so a hostile spec
     # cannot make us allocate terabytes before the shapes are compared (with slack, so that a
     # merely missing tensor is reported by name below).
@@ -106,9 +132,9 @@ def load_native(directory: str | os.PathLike[str], *, source: str | None = None)
         action_dim=_action_dim(act_space),
         max_params=4 * held + 2**20,
     )
-    _load_state(net, tensors, str(d / WEIGHTS_FILE))
+    _load_state(net, tensors, weights_at)
     info = PolicyInfo(
-        source=source or str(d),
+        source=source or where,
         sha256=hashlib.sha256(spec_bytes).hexdigest(),
         format=FORMAT,
         env_id=spec.get("env_id"),
