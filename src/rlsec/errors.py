@@ -16,8 +16,14 @@ family also subclasses the matching built-in, so ``except ValueError`` keeps wor
     │   └── UnsafeArtifact                   the artifact tries something unsafe (pickle, path
     │                                        traversal, oversize member); nothing was run
     ├── BudgetViolation (RuntimeError)       a perturbation left its threat model's budget
-    └── IntegrityViolation (RuntimeError)    an integrity check stopped training (the
-                                             findings say why)
+    ├── IntegrityViolation (RuntimeError)    an integrity check stopped training (the
+    │                                        findings say why)
+    ├── VerificationError (ValueError)       a signature, digest, Merkle proof or audit log
+    │                                        does not verify (says which and why)
+    ├── AccessDenied (PermissionError)       a registry operation was refused to this
+    │                                        principal (the refusal itself was audited)
+    └── GateRefused (ValueError)             a promotion's gate is not met (says what is
+                                             missing); nothing moved
 
 Messages say what was expected and what was received.
 
@@ -30,9 +36,11 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "AttackNotApplicable",
     "BudgetViolation",
     "ConfigError",
+    "GateRefused",
     "IntegrityViolation",
     "InvalidBudget",
     "ModelError",
@@ -42,6 +50,7 @@ __all__ = [
     "UnknownAttack",
     "UnknownEnv",
     "UnsafeArtifact",
+    "VerificationError",
 ]
 
 
@@ -99,3 +108,18 @@ class BudgetViolation(RLSecError, RuntimeError):
 class IntegrityViolation(RLSecError, RuntimeError):
     """A training-integrity check found the loop compromised (or could not run) and stopped
     training; the final policy was not written."""
+
+
+class VerificationError(RLSecError, ValueError):
+    """A signature, digest, Merkle proof or audit log does not verify; the message says
+    which check failed and on what."""
+
+
+class AccessDenied(RLSecError, PermissionError):
+    """The registry refused an operation to this token or principal; the refusal is in the
+    audit log."""
+
+
+class GateRefused(RLSecError, ValueError):
+    """A promotion's gate is not met (evidence missing or below threshold, approvals
+    short); the version did not move."""

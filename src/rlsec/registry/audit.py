@@ -1,0 +1,517 @@
+"""The registry's append-only, tamper-evident audit log: an RFC 6962 Merkle tree over every
+mutation and every denial, with signed tree heads.
+
+Each entry is written by :func:`append` *inside the transaction of the change it records*
+(the caller's session), so a change without its entry, or an entry without its change, never
+commits. An append locks the one-row ``audit_state`` table, so sequence numbers are gapless
+and ordered under concurrent writers; stores the entry's canonical JSON (the Merkle leaf),
+the perfect-subtree hashes the leaf completes, and a tree head (size, root, time) signed with
+the log's Ed25519 key.
+
+:func:`verify_log` recomputes everything from the rows in one streaming pass: each entry's
+columns against its leaf, sequence numbers, every stored subtree hash, every tree head's
+root and signature, and that the newest head covers exactly the entries present. A modified,
+deleted, reordered or inserted row raises :class:`~rlsec.errors.VerificationError` naming the
+first bad entry. A truncation that also removes the newest heads is caught against a head
+saved outside the database (``witness``): keep heads elsewhere (a SIEM, a ticket, a file
+another party controls) and verify against them.
+
+Example:
+    >>> from rlsec.registry.audit import LogKey, head_message
+    >>> key = LogKey.generate()
+    >>> sig = key.sign(head_message(1, bytes(32), "2026-01-01T00:00:00Z"))
+    >>> key.public().verify_head(1, bytes(32), "2026-01-01T00:00:00Z", sig)  # None: it verifies
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from rlsec.errors import ConfigError, VerificationError
+from rlsec.registry import merkle
+from rlsec.registry.db import AuditEntryRow, AuditHeadRow, AuditNodeRow, AuditStateRow
+
+__all__ = [
+    "Entry",
+    "LogKey",
+    "LogPublicKey",
+    "LogReport",
+    "SignedHead",
+    "append",
+    "consistency",
+    "entries",
+    "head_message",
+    "inclusion",
+    "latest_head",
+    "now",
+    "verify_log",
+]
+
+_LEAF_VERSION = 1
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 with microseconds (the log's timestamps)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def head_message(size: int, root: bytes, at: str) -> bytes:
+    """The bytes a tree head's signature covers."""
+    return b"rlsec-audit-tree-head:v1\n%d\n%s\n%s\n" % (size, root.hex().encode(), at.encode())
+
+
+class LogPublicKey:
+    """The log key's public half: verifies tree heads."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise ConfigError(f"expected a 32-byte Ed25519 public key, got {len(raw)} bytes")
+        self.raw = raw
+        self._key = Ed25519PublicKey.from_public_bytes(raw)
+        self.key_id = hashlib.sha256(raw).hexdigest()
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> LogPublicKey:
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"expected a PEM Ed25519 public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"expected an Ed25519 public key, got {type(key).__name__}")
+        return cls(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+    def pem(self) -> bytes:
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def verify_head(self, size: int, root: bytes, at: str, signature: bytes) -> None:
+        """Raises :class:`VerificationError` unless ``signature`` signs this head."""
+        try:
+            self._key.verify(signature, head_message(size, root, at))
+        except InvalidSignature:
+            raise VerificationError(
+                f"the tree head at size {size} is not signed by log key {self.key_id[:16]}..."
+            ) from None
+
+
+class LogKey:
+    """The log's Ed25519 signing key (tree heads)."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> LogKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> LogKey:
+        try:
+            key = serialization.load_pem_private_key(pem, None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"expected a PEM Ed25519 private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"expected an Ed25519 private key, got {type(key).__name__}")
+        return cls(key)
+
+    def pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def public(self) -> LogPublicKey:
+        return LogPublicKey(
+            self._key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One audit entry, as recorded."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    before: Any
+    after: Any
+    detail: Mapping[str, Any]
+
+    def leaf(self) -> bytes:
+        """Canonical JSON: the bytes the Merkle leaf hash is taken over."""
+        body = {
+            "v": _LEAF_VERSION,
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "before": self.before,
+            "after": self.after,
+            "detail": dict(self.detail),
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+    @classmethod
+    def from_row(cls, row: AuditEntryRow) -> Entry:
+        """Parse a row's leaf and check its indexed columns agree with it.
+
+        Raises:
+            VerificationError: the leaf is malformed or disagrees with the row's columns.
+        """
+        try:
+            body = json.loads(row.leaf)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise VerificationError(f"audit entry {row.seq}: its leaf is not JSON") from None
+        if not isinstance(body, dict) or body.get("v") != _LEAF_VERSION:
+            raise VerificationError(f"audit entry {row.seq}: unknown leaf format")
+        try:
+            entry = cls(
+                seq=body["seq"],
+                at=body["at"],
+                actor=body["actor"],
+                action=body["action"],
+                target=body["target"],
+                outcome=body["outcome"],
+                before=body["before"],
+                after=body["after"],
+                detail=body["detail"],
+            )
+        except KeyError as exc:
+            raise VerificationError(f"audit entry {row.seq}: its leaf lacks {exc}") from None
+        columns = (row.seq, row.at, row.actor, row.action, row.target, row.outcome)
+        if columns != (entry.seq, entry.at, entry.actor, entry.action, entry.target, entry.outcome):
+            raise VerificationError(
+                f"audit entry {row.seq}: its columns do not match its hashed leaf "
+                f"(leaf says entry {entry.seq}, {entry.action} on {entry.target} by {entry.actor})"
+            )
+        if entry.leaf() != bytes(row.leaf):
+            raise VerificationError(f"audit entry {row.seq}: its leaf is not in canonical form")
+        return entry
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    size: int
+    root: bytes
+    at: str
+    key_id: str
+    signature: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "root": self.root.hex(),
+            "at": self.at,
+            "key_id": self.key_id,
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SignedHead:
+        try:
+            return cls(
+                size=int(d["size"]),
+                root=bytes.fromhex(d["root"]),
+                at=str(d["at"]),
+                key_id=str(d["key_id"]),
+                signature=bytes.fromhex(d["signature"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"expected a tree head with size, root, at, key_id and signature: {exc}"
+            ) from None
+
+
+class _SessionNodes:
+    """The Merkle node store in the database, with nodes not yet written laid over it."""
+
+    def __init__(self, session: Session, pending: Mapping[tuple[int, int], bytes] | None = None):
+        self.session = session
+        self.pending = dict(pending or {})
+
+    def nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        want = [k for k in keys if k not in self.pending]
+        got: dict[tuple[int, int], bytes] = {}
+        for start in range(0, len(want), 500):
+            chunk = want[start : start + 500]
+            rows = self.session.execute(
+                select(AuditNodeRow.level, AuditNodeRow.idx, AuditNodeRow.hash).where(
+                    tuple_(AuditNodeRow.level, AuditNodeRow.idx).in_(chunk)
+                )
+            )
+            got.update({(lv, ix): bytes(h) for lv, ix, h in rows})
+        out = []
+        for k in keys:
+            h = self.pending.get(k, got.get(k))
+            if h is None:
+                raise LookupError(f"Merkle node {k} is missing from the audit log")
+            out.append(h)
+        return out
+
+
+def append(
+    session: Session,
+    key: LogKey,
+    *,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str = "ok",
+    before: Any = None,
+    after: Any = None,
+    detail: Mapping[str, Any] | None = None,
+) -> Entry:
+    """Append an entry in the caller's transaction (commits with it, or not at all)."""
+    state = session.execute(
+        select(AuditStateRow).where(AuditStateRow.id == 1).with_for_update()
+    ).scalar_one()
+    seq = int(state.size)
+    entry = Entry(seq, now(), actor, action, target, outcome, before, after, dict(detail or {}))
+    leaf = entry.leaf()
+    reader = _SessionNodes(session)
+    new = merkle.completed_nodes(seq, merkle.leaf_hash(leaf), reader)
+    session.add(
+        AuditEntryRow(
+            seq=seq,
+            at=entry.at,
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            leaf=leaf,
+        )
+    )
+    session.add_all(AuditNodeRow(level=lv, idx=ix, hash=h) for lv, ix, h in new)
+    root = merkle.root_at(seq + 1, _SessionNodes(session, {(lv, ix): h for lv, ix, h in new}))
+    at = entry.at
+    session.add(
+        AuditHeadRow(
+            size=seq + 1,
+            root=root,
+            at=at,
+            key_id=key.public().key_id,
+            signature=key.sign(head_message(seq + 1, root, at)),
+        )
+    )
+    state.size = seq + 1
+    session.flush()
+    return entry
+
+
+def _head(row: AuditHeadRow) -> SignedHead:
+    return SignedHead(row.size, bytes(row.root), row.at, row.key_id, bytes(row.signature))
+
+
+def latest_head(session: Session) -> SignedHead | None:
+    row = session.execute(
+        select(AuditHeadRow).order_by(AuditHeadRow.size.desc()).limit(1)
+    ).scalar_one_or_none()
+    return None if row is None else _head(row)
+
+
+def _head_at(session: Session, size: int) -> SignedHead:
+    row = session.get(AuditHeadRow, size)
+    if row is None:
+        raise ConfigError(f"no signed tree head at size {size}")
+    return _head(row)
+
+
+def entries(session: Session, start: int = 0) -> Iterator[Entry]:
+    """Every entry from ``start`` on, in order (parsed and checked against its columns)."""
+    rows = session.execute(
+        select(AuditEntryRow).where(AuditEntryRow.seq >= start).order_by(AuditEntryRow.seq)
+    ).scalars()
+    for row in rows:
+        yield Entry.from_row(row)
+
+
+def inclusion(session: Session, seq: int, size: int | None = None) -> dict[str, Any]:
+    """The inclusion proof of entry ``seq`` in the tree of the signed head at ``size``
+    (default: the newest), with the entry and the head, checked before it is returned."""
+    head = latest_head(session) if size is None else _head_at(session, size)
+    if head is None:
+        raise ConfigError("the audit log is empty")
+    if not 0 <= seq < head.size:
+        raise ConfigError(f"entry must be in [0, {head.size}), got {seq}")
+    row = session.get(AuditEntryRow, seq)
+    if row is None:
+        raise VerificationError(f"audit entry {seq} is missing")
+    entry = Entry.from_row(row)
+    proof = merkle.inclusion_proof(seq, head.size, _SessionNodes(session))
+    merkle.verify_inclusion(merkle.leaf_hash(entry.leaf()), seq, head.size, proof, head.root)
+    return {
+        "entry": json.loads(entry.leaf()),
+        "leaf_hash": merkle.leaf_hash(entry.leaf()).hex(),
+        "index": seq,
+        "tree_size": head.size,
+        "proof": [h.hex() for h in proof],
+        "head": head.to_dict(),
+    }
+
+
+def consistency(session: Session, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+    """The consistency proof between the signed heads at ``old_size`` and ``new_size``."""
+    new = latest_head(session) if new_size is None else _head_at(session, new_size)
+    if new is None:
+        raise ConfigError("the audit log is empty")
+    old = _head_at(session, old_size)
+    if old.size > new.size:
+        raise ConfigError(f"old size {old.size} is larger than new size {new.size}")
+    proof = merkle.consistency_proof(old.size, new.size, _SessionNodes(session))
+    merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
+    return {"old": old.to_dict(), "new": new.to_dict(), "proof": [h.hex() for h in proof]}
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """What :func:`verify_log` checked."""
+
+    entries: int
+    heads: int
+    nodes: int
+    head: SignedHead | None
+
+
+def verify_log(
+    session: Session,
+    public: LogPublicKey,
+    *,
+    witness: SignedHead | None = None,
+    batch: int = 20_000,
+) -> LogReport:
+    """Recompute and check the whole log; raises on the first problem.
+
+    Args:
+        public: the log's public key; every tree head must be signed by it.
+        witness: a head saved earlier outside the database: the log must still contain it
+            (same root at its size) and may only have grown since.
+
+    Raises:
+        VerificationError: names the first bad entry, node or head.
+    """
+    acc = merkle.RootAccumulator()
+    leaves: list[bytes] = []
+    heads = iter(
+        session.execute(select(AuditHeadRow).order_by(AuditHeadRow.size)).scalars().yield_per(batch)
+    )
+    next_head = next(heads, None)
+    n_heads = 0
+    last: SignedHead | None = None
+
+    def check_heads_at(size: int) -> None:
+        nonlocal next_head, n_heads, last
+        while next_head is not None and next_head.size <= size:
+            h = _head(next_head)
+            if h.size < size:
+                raise VerificationError(f"tree head at size {h.size} has no matching entries")
+            if h.key_id != public.key_id:
+                raise VerificationError(
+                    f"tree head at size {h.size} names key {h.key_id[:16]}..., "
+                    f"not the log key {public.key_id[:16]}..."
+                )
+            public.verify_head(h.size, h.root, h.at, h.signature)
+            if h.root != acc.root():
+                raise VerificationError(
+                    f"tree head at size {h.size} does not match the entries: "
+                    f"an entry before {h.size} was modified, removed, reordered or inserted"
+                )
+            n_heads += 1
+            last = h
+            next_head = next(heads, None)
+
+    rows = session.execute(select(AuditEntryRow).order_by(AuditEntryRow.seq)).scalars()
+    expected = 0
+    for row in rows.yield_per(batch):
+        if row.seq != expected:
+            raise VerificationError(
+                f"audit entry {expected} is missing (the next entry is {row.seq})"
+                if row.seq > expected
+                else f"audit entry {row.seq} appears out of order"
+            )
+        entry = Entry.from_row(row)
+        h = merkle.leaf_hash(entry.leaf())
+        acc.append(h)
+        leaves.append(h)
+        expected += 1
+        check_heads_at(expected)
+    if next_head is not None:
+        raise VerificationError(
+            f"tree head at size {next_head.size} is signed but the log has only {expected} "
+            f"entries: entries were deleted from the end"
+        )
+    if expected and (last is None or last.size != expected):
+        raise VerificationError(f"entries after {last.size if last else 0} have no signed head")
+    state = session.get(AuditStateRow, 1)
+    if state is None or state.size != expected:
+        raise VerificationError(
+            f"the log's recorded size is {None if state is None else state.size}, "
+            f"but it holds {expected} entries"
+        )
+    n_nodes = _verify_nodes(session, leaves, batch)
+    if witness is not None:
+        _check_witness(session, witness, public, expected)
+    return LogReport(entries=expected, heads=n_heads, nodes=n_nodes, head=last)
+
+
+def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:
+    """Every stored subtree hash must be the one the entries give, and none may be missing
+    (proofs are built from them)."""
+    level = leaves
+    lv = 0
+    count = 0
+    rows = iter(
+        session.execute(select(AuditNodeRow).order_by(AuditNodeRow.level, AuditNodeRow.idx))
+        .scalars()
+        .yield_per(batch)
+    )
+    row = next(rows, None)
+    while level:
+        for ix, h in enumerate(level):
+            if row is None or (row.level, row.idx) != (lv, ix):
+                raise VerificationError(f"Merkle node ({lv}, {ix}) is missing from the audit log")
+            if bytes(row.hash) != h:
+                raise VerificationError(f"Merkle node ({lv}, {ix}) does not match the entries")
+            count += 1
+            row = next(rows, None)
+        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        lv += 1
+    if row is not None:
+        raise VerificationError(f"Merkle node ({row.level}, {row.idx}) matches no entries")
+    return count
+
+
+def _check_witness(session: Session, witness: SignedHead, public: LogPublicKey, size: int) -> None:
+    public.verify_head(witness.size, witness.root, witness.at, witness.signature)
+    if witness.size > size:
+        raise VerificationError(
+            f"the saved head has {witness.size} entries but the log now has {size}: "
+            f"entries were deleted from the end"
+        )
+    stored = session.get(AuditHeadRow, witness.size)
+    if stored is None or bytes(stored.root) != witness.root:
+        raise VerificationError(
+            f"the log's tree at size {witness.size} does not match the saved head"
+        )
