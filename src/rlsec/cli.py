@@ -199,8 +199,9 @@ def _train(
     select: Annotated[
         str | None,
         typer.Option(
-            help="Exported policy: final, or best (the checkpoint at full ε that validates "
-            "best on clean episodes). Default: the recipe's (best for DQN on CartPole)."
+            help="Exported policy: final, best (the checkpoint at full ε that validates best "
+            "on clean episodes) or robust (best on min(clean, under the defense's attack)). "
+            "Default: the recipe's (best for DQN on CartPole)."
         ),
     ] = None,
     monitor: Annotated[
@@ -260,8 +261,10 @@ def _train(
         sys.exit(130)
     cr = result.clean_return
     chosen = json.loads(result.summary.read_text())["selection"]
-    if chosen["rule"] == "best":
-        out_console.print(f"selected the checkpoint at step {chosen['step']} (best validation)")
+    if chosen["rule"] != "final":
+        out_console.print(
+            f"selected the checkpoint at step {chosen['step']} ({chosen['rule']} validation)"
+        )
     out_console.print(
         f"clean return {cr['mean']:.2f} (95% CI {cr['ci95'][0]:.2f} to {cr['ci95'][1]:.2f}, "
         f"{cr['episodes']} episodes) after {result.seconds:.0f} s"

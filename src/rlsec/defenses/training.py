@@ -69,7 +69,7 @@ __all__ = [
 
 ALGOS = ("ppo", "dqn", "sac")
 DEFENSES = ("none", "adv", "sa-reg", "atla")
-SELECTIONS = ("final", "best")
+SELECTIONS = ("final", "best", "robust")
 
 #: Hyperparameters per (algo, env id): the RL Baselines3 Zoo's tuned settings, with smaller
 #: networks where the task allows. Other environments get SB3's defaults.
@@ -186,8 +186,10 @@ class TrainConfig:
             (of the checkpoints trained at the full budget ε, the one with the highest mean
             clean return over ``select_episodes`` validation episodes, ties to the later;
             the validation episodes' seeds are disjoint from the export evaluation's, so the
-            reported clean return is not the score it was selected on). Default: the
-            recipe's, else ``final``.
+            reported clean return is not the score it was selected on); or ``robust``: as
+            ``best``, scored by the lower of the clean return and the return under the
+            defense's own ``attack`` at ε on the same validation episodes (a defended run
+            only: it needs ε > 0). Default: the recipe's, else ``final``.
         select_episodes: validation episodes per checkpoint when ``select`` is ``best``.
     """
 
@@ -235,6 +237,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.select is not None and self.select not in SELECTIONS:
             raise ConfigError(f"select must be one of {list(SELECTIONS)}, got {self.select!r}")
+        if self.select == "robust" and self.defense == "none":
+            raise ConfigError(
+                "select 'robust' validates under the defense's attack at ε: it needs a defense"
+            )
         for name in ("attack_steps", "atla_phases", "eval_episodes", "select_episodes"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -681,7 +687,7 @@ class _Run:
             overwrite=True,
         )
         _point(root / "LATEST", name)
-        if self.cfg.select == "best" and self._at_full_budget() and self._validate(snap, step):
+        if self.cfg.select != "final" and self._at_full_budget() and self._validate(snap, step):
             _point(root / "BEST", name)
         keep = {f"step-{self.best[1]:09d}"} if self.best is not None else set()
         for old in sorted(root.glob("step-*"))[:-2]:  # keep the newest two, and the best
@@ -703,11 +709,33 @@ class _Run:
         finally:
             venv.close()
         score = float(np.mean(stats.returns))
-        self.scores.append({"step": step, "mean_return": score})
+        record: dict[str, float | int] = {"step": step, "mean_return": score}
+        if self.cfg.select == "robust":
+            attacked = self._validate_attacked(policy, n)
+            record["attacked_return"] = attacked
+            score = min(score, attacked)
+        self.scores.append(record)
         if self.best is None or score >= self.best[0]:
             self.best = (score, step, policy)
             return True
         return False
+
+    def _validate_attacked(self, policy: TorchPolicy, n: int) -> float:
+        """Mean return of ``policy`` under the defense's attack at the full ε."""
+        attack = make_attack(self.cfg.attack, self.cfg.eps, steps=self.cfg.attack_steps)
+        venv = gym.make_vec(self.cfg.env_id, num_envs=min(n, 50))
+        try:
+            attack.start(
+                policy,
+                num_envs=venv.num_envs,
+                rng=np.random.default_rng([self.cfg.seed, 4]),
+                scale=None if self.cfg.scale is None else np.asarray(self.cfg.scale),
+                env_id=self.cfg.env_id,
+            )
+            stats = rollout(policy, venv, n, seed=self._select_seed(), attack=attack)
+        finally:
+            venv.close()
+        return float(np.mean(stats.returns))
 
     def _select_seed(self) -> int:
         # export resets its envs with seeds eval_seed .. eval_seed + min(eval_episodes, 50) - 1
@@ -716,7 +744,7 @@ class _Run:
     def selection(self) -> dict[str, Any]:
         """How the exported policy was chosen (recorded in its provenance and training.json)."""
         out: dict[str, Any] = {"rule": self.cfg.select}
-        if self.cfg.select == "best":
+        if self.cfg.select != "final":
             assert self.best is not None
             out.update(
                 step=self.best[1],

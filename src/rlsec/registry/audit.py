@@ -441,6 +441,8 @@ def verify_log(
             n_heads += 1
             last = h
             next_head = next(heads, None)
+        if last is None or last.size != size:  # every append signs a head
+            raise VerificationError(f"the signed tree head at size {size} is missing")
 
     rows = session.execute(select(AuditEntryRow).order_by(AuditEntryRow.seq)).scalars()
     expected = 0
@@ -462,8 +464,6 @@ def verify_log(
             f"tree head at size {next_head.size} is signed but the log has only {expected} "
             f"entries: entries were deleted from the end"
         )
-    if expected and (last is None or last.size != expected):
-        raise VerificationError(f"entries after {last.size if last else 0} have no signed head")
     state = session.get(AuditStateRow, 1)
     if state is None or state.size != expected:
         raise VerificationError(
