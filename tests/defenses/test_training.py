@@ -58,6 +58,7 @@ PPO_TINY = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
         ({"algo": "ppo", "env_id": "CartPole-v1", "scale": (1.0, 2.0)}, "scale must be 4"),
         ({"algo": "ppo", "env_id": "CartPole-v1", "select": "last"}, "select must be one of"),
         ({"algo": "ppo", "env_id": "CartPole-v1", "select_episodes": 0}, "select_episodes"),
+        ({"algo": "ppo", "env_id": "CartPole-v1", "select": "robust"}, "it needs a defense"),
     ],
 )
 def test_bad_configs_are_refused_before_anything_is_written(
@@ -117,14 +118,16 @@ def test_a_run_writes_a_loadable_policy_log_summary_and_checkpoints(tmp_path: Pa
     assert np.array_equal(ckpt.act(obs), policy.act(obs))
 
 
+@pytest.mark.parametrize("rule", ["best", "robust"])
 def test_best_selection_exports_the_best_checkpoint_trained_at_the_full_budget(
-    tmp_path: Path,
+    tmp_path: Path, rule: str
 ) -> None:
     """Only checkpoints at the full ε compete; the highest validation score wins (ties to the
-    later); it is kept on disk, named by BEST, exported, and recorded with every score."""
+    later); it is kept on disk, named by BEST, exported, and recorded with every score.
+    ``robust`` scores by the lower of the clean and the attacked validation return."""
     out = _run(
         tmp_path,
-        "best",
+        rule,
         steps=768,
         checkpoint_every=128,
         defense="sa-reg",
@@ -132,15 +135,19 @@ def test_best_selection_exports_the_best_checkpoint_trained_at_the_full_budget(
         eps_ramp=0.5,
         kappa=0.01,
         attack_steps=2,
-        select="best",
+        select=rule,
         select_episodes=3,
     )
     summary = json.loads((out / "training.json").read_text())
     chosen = summary["selection"]
-    assert chosen["rule"] == "best"
+    assert chosen["rule"] == rule
     steps = [s["step"] for s in chosen["scores"]]
     assert steps == [384, 512, 640, 768]  # the ramp reaches ε at step 384 (0.5 x 768)
     scores = [s["mean_return"] for s in chosen["scores"]]
+    if rule == "robust":
+        attacked = [s["attacked_return"] for s in chosen["scores"]]
+        assert all(0 < a <= 500 for a in attacked)
+        scores = [min(c, a) for c, a in zip(scores, attacked, strict=True)]
     best = max(scores)
     assert chosen["step"] == max(s for s, r in zip(steps, scores, strict=True) if r == best)
     name = f"step-{chosen['step']:09d}"

@@ -221,9 +221,10 @@ def database_url(home: Path) -> str:
     return f"sqlite:///{home / 'registry.db'}"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, reads: bool = False) -> Engine:
     """An engine for SQLite (WAL, foreign keys, a 30 s busy timeout, and ``BEGIN IMMEDIATE``
-    so that writers queue instead of failing to upgrade a read lock) or PostgreSQL
+    so that writers queue instead of failing to upgrade a read lock; with ``reads``, plain
+    deferred transactions, which WAL lets run beside a writer) or PostgreSQL
     (``postgresql+psycopg://``; a bare ``postgresql://`` is taken to mean psycopg 3).
 
     Raises:
@@ -244,7 +245,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql+psycopg://"):

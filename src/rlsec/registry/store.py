@@ -141,6 +141,9 @@ class Registry:
         self.home = Path(home) if home is not None else default_home()
         self.url = url or database_url(self.home)
         self.engine: Engine = make_engine(self.url)
+        self.read_engine: Engine = (
+            make_engine(self.url, reads=True) if self.url.startswith("sqlite") else self.engine
+        )
         self.artifacts = ArtifactStore(self.home / "artifacts")
         self._log_key: audit.LogKey | None = None
 
@@ -217,7 +220,7 @@ class Registry:
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+        with Session(self.read_engine, expire_on_commit=False) as s, s.begin():
             yield s
 
     def _authenticate(self, s: Session, token: str | None) -> Principal:
@@ -646,7 +649,29 @@ class Registry:
             q = select(VersionRow).join(PolicyRow).order_by(PolicyRow.name, VersionRow.number)
             if name is not None:
                 q = q.where(PolicyRow.name == name)
-            return [self._info(s, r) for r in s.execute(q).scalars()]
+            rows = list(s.execute(q).scalars())
+            # one query per table, not three per version
+            policies = {p.id: p.name for p in s.execute(select(PolicyRow)).scalars()}
+            people = {p.id: p.name for p in s.execute(select(PrincipalRow)).scalars()}
+            refs = {
+                v.id: f"{policies[v.policy_id]}@{v.number}"
+                for v in s.execute(select(VersionRow.id, VersionRow.policy_id, VersionRow.number))
+            }
+            return [
+                VersionInfo(
+                    name=policies[r.policy_id],
+                    number=r.number,
+                    stage=r.stage,
+                    env_id=r.env_id,
+                    pushed_by=people[r.pushed_by],
+                    pushed_at=r.pushed_at,
+                    manifest_sha256=r.manifest_sha256,
+                    files=dict(r.files),
+                    signer_key_id=r.signer_key_id,
+                    parent=None if r.parent_id is None else refs[r.parent_id],
+                )
+                for r in rows
+            ]
 
         return self._query(token, "read", name or "*", look)
 
