@@ -14,8 +14,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rlsec import __version__
-from rlsec.errors import IntegrityViolation, RLSecError
+from rlsec import __version__, _cli_registry
+from rlsec.errors import (
+    AccessDenied,
+    GateRefused,
+    IntegrityViolation,
+    RLSecError,
+    VerificationError,
+)
 
 __all__ = ["app", "main"]
 
@@ -553,8 +559,13 @@ def _version() -> None:
     out_console.print(__version__)
 
 
+_cli_registry.register(app)
+
+
 def main() -> None:
-    """Entry point: run the app, turning rlsec's errors into a message and exit code 2."""
+    """Entry point: run the app, turning rlsec's errors into a message and an exit code:
+    2 bad input, 3 an integrity stop, 4 access denied, 5 a verification failure, 6 a gate
+    not met."""
     try:
         code = app(standalone_mode=False)  # typer.Exit comes back as a return value here
         if isinstance(code, int) and code:
@@ -562,6 +573,15 @@ def main() -> None:
     except IntegrityViolation as exc:  # not bad input: the run was stopped on purpose
         console.print(f"[bold red]integrity:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(3)
+    except AccessDenied as exc:
+        console.print(f"[bold red]denied:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(4)
+    except VerificationError as exc:
+        console.print(f"[bold red]does not verify:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(5)
+    except GateRefused as exc:
+        console.print(f"[bold red]gate not met:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(6)
     except RLSecError as exc:
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(2)

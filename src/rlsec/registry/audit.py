@@ -55,6 +55,7 @@ __all__ = [
     "inclusion",
     "latest_head",
     "now",
+    "ocsf_event",
     "verify_log",
 ]
 
@@ -515,3 +516,69 @@ def _check_witness(session: Session, witness: SignedHead, public: LogPublicKey, 
         raise VerificationError(
             f"the log's tree at size {witness.size} does not match the saved head"
         )
+
+
+#: OCSF schema version of the exported events (API Activity, class 6003)
+OCSF_VERSION = "1.6.0"
+_CREATE = ("push", "create", "register", "attach", "approve", "init")
+_DELETE = ("delete",)
+
+
+def ocsf_event(entry: Entry) -> dict[str, Any]:
+    """An entry as an OCSF API Activity event (class 6003), with its Merkle leaf hash as
+    ``metadata.uid`` so a SIEM record can be proved against the log."""
+    from rlsec import __version__
+
+    operation = entry.action.removeprefix("denied:")
+    verb = operation.rsplit(".", 1)[-1]
+    if entry.action.startswith("denied:") and verb in ("read", "audit", "authenticate"):
+        activity, name = 2, "Read"
+    elif verb in _CREATE:
+        activity, name = 1, "Create"
+    elif verb in _DELETE:
+        activity, name = 4, "Delete"
+    else:
+        activity, name = 3, "Update"
+    ok = entry.outcome == "ok"
+    when = datetime.fromisoformat(entry.at.replace("Z", "+00:00"))
+    return {
+        "category_uid": 6,
+        "category_name": "Application Activity",
+        "class_uid": 6003,
+        "class_name": "API Activity",
+        "activity_id": activity,
+        "activity_name": name,
+        "type_uid": 600300 + activity,
+        "severity_id": 1 if ok else 3,
+        "severity": "Informational" if ok else "Medium",
+        "time": int(when.timestamp() * 1000),
+        "status_id": 1 if ok else 2,
+        "status": "Success" if ok else "Failure",
+        "status_detail": None
+        if ok
+        else entry.detail.get("reason") or "; ".join(entry.detail.get("missing", [])) or None,
+        "message": f"{entry.actor} {entry.action} {entry.target}: {entry.outcome}",
+        "actor": {"user": {"name": entry.actor}},
+        "api": {"operation": entry.action, "service": {"name": "rlsec registry"}},
+        "src_endpoint": {"name": "rlsec registry client"},
+        "resources": [
+            {
+                "name": entry.target,
+                "type": entry.target.split(":", 1)[0] if ":" in entry.target else "policy version",
+            }
+        ],
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": {"name": "rlsec", "vendor_name": "rlsec", "version": __version__},
+            "log_name": "rlsec registry audit log",
+            "uid": merkle.leaf_hash(entry.leaf()).hex(),
+            "sequence": entry.seq,
+            "original_time": entry.at,
+        },
+        "unmapped": {
+            "before": entry.before,
+            "after": entry.after,
+            "detail": dict(entry.detail),
+            "outcome": entry.outcome,
+        },
+    }

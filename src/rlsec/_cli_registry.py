@@ -1,0 +1,369 @@
+"""``rlsec admin``, ``rlsec keys``, ``rlsec registry`` and ``rlsec audit``: thin commands over
+:class:`rlsec.registry.Registry`. The caller's identity is ``RLSEC_TOKEN``."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rlsec.errors import ConfigError
+
+admin_app = typer.Typer(help="Set up the registry: the first admin, principals, tokens, gates.")
+principal_app = typer.Typer(help="People and services, and their roles.")
+token_app = typer.Typer(help="API tokens (shown once, stored as hashes).")
+keys_app = typer.Typer(help="Signing keys: generate one, register its public half, revoke it.")
+registry_app = typer.Typer(help="Versions: push, list, show, pull, evidence, approvals, stages.")
+audit_app = typer.Typer(help="The tamper-evident audit log: verify it, prove entries, export.")
+admin_app.add_typer(principal_app, name="principal")
+admin_app.add_typer(token_app, name="token")
+
+out = Console(highlight=False, soft_wrap=True)
+
+Ref = Annotated[str, typer.Argument(help="A version: name@3, name@production, or name.")]
+Reason = Annotated[str, typer.Option(help="Why (recorded in the audit log).")]
+
+
+def _registry() -> Any:
+    from rlsec.registry import Registry
+
+    return Registry()
+
+
+def _token() -> str | None:
+    return os.environ.get("RLSEC_TOKEN")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    if path.exists():
+        raise ConfigError(f"{path} exists; refusing to overwrite a key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _read_key(path: Path) -> Any:
+    from rlsec.registry import signing
+
+    password = os.environ.get("RLSEC_KEY_PASSWORD")
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the signing key {path}: {exc}") from None
+    return signing.load_private_key(pem, password.encode() if password else None)
+
+
+# -- admin -------------------------------------------------------------------------------------
+@admin_app.command("init")
+def _init(
+    name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin",
+) -> None:
+    """Create the registry (schema, audit-log key) and its first admin; prints the admin's
+    token once."""
+    reg = _registry()
+    token = reg.init(name)
+    out.print(f"registry: {reg.url}")
+    out.print(f"audit log key: {reg.log_key_path} (public: {reg.log_public_path})")
+    out.print(f"admin {name}'s token (shown once, store it now):")
+    print(token)
+
+
+@principal_app.command("create")
+def _principal_create(
+    name: Annotated[str, typer.Argument(help="Principal name.")],
+    roles: Annotated[
+        str, typer.Option(help="Comma-separated: viewer, trainer, reviewer, deployer, ...")
+    ],
+    kind: Annotated[str, typer.Option(help="person or service.")] = "person",
+) -> None:
+    """Create a principal (admin)."""
+    _registry().create_principal(_token(), name, roles, kind)
+    out.print(f"created {kind} {name} with roles {roles}")
+
+
+@principal_app.command("disable")
+def _principal_disable(
+    name: Annotated[str, typer.Argument(help="Principal name.")], reason: Reason
+) -> None:
+    """Disable a principal: its tokens stop working (admin)."""
+    _registry().disable_principal(_token(), name, reason)
+    out.print(f"disabled {name}")
+
+
+@token_app.command("create")
+def _token_create(
+    principal: Annotated[str, typer.Argument(help="Whose token.")],
+    label: Annotated[str, typer.Option(help="What it is for.")] = "",
+    expires_days: Annotated[
+        float | None, typer.Option(help="Lifetime in days (default: until revoked).")
+    ] = None,
+) -> None:
+    """Create a token for a principal (admin); printed once."""
+    print(_registry().create_token(_token(), principal, label=label, expires_in_days=expires_days))
+
+
+@token_app.command("revoke")
+def _token_revoke(token_id: Annotated[str, typer.Argument(help="The 16 hex digits.")]) -> None:
+    """Revoke a token (admin)."""
+    _registry().revoke_token(_token(), token_id)
+    out.print(f"revoked token {token_id}")
+
+
+@admin_app.command("gates")
+def _gates(path: Annotated[Path, typer.Argument(help="Gate policy JSON.")]) -> None:
+    """Set the promotion gates (admin); see rlsec.registry.gates for the format."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read gate policy {path}: {exc}") from None
+    _registry().set_gates(_token(), doc)
+    out.print(f"gates set from {path}")
+
+
+# -- keys --------------------------------------------------------------------------------------
+@keys_app.command("generate")
+def _keys_generate(
+    key: Annotated[Path, typer.Option("--out", help="Private key file to create (0600).")],
+) -> None:
+    """Generate an EC P-256 signing key: the private PEM at --out (encrypted with
+    RLSEC_KEY_PASSWORD if set) and the public one beside it (.pub)."""
+    from rlsec.registry import signing
+
+    k = signing.generate_key()
+    password = os.environ.get("RLSEC_KEY_PASSWORD")
+    pub = key.with_name(key.name + ".pub")
+    if pub.exists():
+        raise ConfigError(f"{pub} exists; refusing to overwrite a key")
+    _write_private(key, signing.private_pem(k, password.encode() if password else None))
+    pub.write_bytes(signing.public_pem(k))
+    out.print(f"wrote {key} and {pub}; key id {signing.key_id(signing.public_pem(k))}")
+
+
+@keys_app.command("register")
+def _keys_register(
+    public: Annotated[Path, typer.Argument(help="Public key PEM.")],
+    principal: Annotated[
+        str | None, typer.Option(help="Whose key (default: yours; others' need admin).")
+    ] = None,
+) -> None:
+    """Trust a public key for signing versions."""
+    try:
+        pem = public.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {public}: {exc}") from None
+    kid = _registry().register_key(_token(), pem, principal=principal)
+    out.print(f"registered key {kid}")
+
+
+@keys_app.command("revoke")
+def _keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id.")], reason: Reason) -> None:
+    """Revoke a key: versions it signed no longer load."""
+    _registry().revoke_key(_token(), key_id, reason)
+    out.print(f"revoked key {key_id}")
+
+
+# -- registry ----------------------------------------------------------------------------------
+@registry_app.command("push")
+def _push(
+    path: Annotated[Path, typer.Argument(help="A native policy directory or an SB3 .zip.")],
+    name: Annotated[str, typer.Option(help="Policy name.")],
+    key: Annotated[Path, typer.Option(help="Your private signing key (PEM).")],
+    env: Annotated[str | None, typer.Option(help="Environment id.")] = None,
+    parent: Annotated[str | None, typer.Option(help="The version this one derives from.")] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="NAME=SHA256 of a dataset used (repeatable).")
+    ] = None,
+) -> None:
+    """Push a new, signed version (trainer)."""
+    datasets = {}
+    for item in dataset or []:
+        label, sep, digest = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--dataset must be NAME=SHA256, got {item!r}")
+        datasets[label] = digest
+    v = _registry().push(
+        _token(), path, name=name, key=_read_key(key), env_id=env, parent=parent, datasets=datasets
+    )
+    out.print(f"pushed {v.ref} ({v.stage}), manifest {v.manifest_sha256[:16]}...")
+
+
+@registry_app.command("list")
+def _list(name: Annotated[str | None, typer.Option(help="Only this policy.")] = None) -> None:
+    """List versions."""
+    table = Table("version", "stage", "env", "pushed by", "pushed at", "signer")
+    for v in _registry().versions(_token(), name):
+        table.add_row(
+            v.ref, v.stage, v.env_id or "", v.pushed_by, v.pushed_at, v.signer_key_id[:16]
+        )
+    out.print(table)
+
+
+@registry_app.command("show")
+def _show(ref: Ref) -> None:
+    """A version as JSON: files, signed provenance, evidence, approvals, history."""
+    print(json.dumps(_registry().show(_token(), ref), indent=2, sort_keys=True))
+
+
+@registry_app.command("pull")
+def _pull(
+    ref: Ref, to: Annotated[Path, typer.Option("--out", help="New directory to write.")]
+) -> None:
+    """Write a version, verified, as a policy directory."""
+    v = _registry().pull(_token(), ref, to)
+    out.print(f"pulled {v.ref} to {to} (signature and digests verified)")
+
+
+@registry_app.command("verify")
+def _verify(ref: Ref) -> None:
+    """Check a version's signature and every file's digest (exit 5 if anything is off)."""
+    v = _registry().verify_version(_token(), ref)
+    out.print(f"{v.ref}: signature by {v.signer_key_id[:16]}... and file digests verify")
+
+
+@registry_app.command("attach")
+def _attach(
+    ref: Ref,
+    evidence: Annotated[Path, typer.Argument(help="results.json of rlsec redteam or verify.")],
+) -> None:
+    """Attach red-team or verification results to a version."""
+    try:
+        body = evidence.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {evidence}: {exc}") from None
+    digest = _registry().attach(_token(), ref, body)
+    out.print(f"attached {evidence} to {ref} (sha256 {digest[:16]}...)")
+
+
+@registry_app.command("approve")
+def _approve(
+    ref: Ref,
+    stage: Annotated[str, typer.Option(help="staging or production.")],
+    comment: Annotated[str, typer.Option(help="Review note.")] = "",
+) -> None:
+    """Approve a version for a stage (reviewer; not the version's pusher)."""
+    _registry().approve(_token(), ref, stage, comment)
+    out.print(f"approved {ref} for {stage}")
+
+
+@registry_app.command("promote")
+def _promote(
+    ref: Ref,
+    stage: Annotated[str, typer.Option(help="staging or production.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "",
+) -> None:
+    """Promote a version if its gate is met (deployer; exit 6 and the reasons if not)."""
+    v = _registry().promote(_token(), ref, stage, reason)
+    out.print(f"{v.ref} is now in {v.stage}")
+
+
+@registry_app.command("rollback")
+def _rollback(name: Annotated[str, typer.Argument(help="Policy name.")], reason: Reason) -> None:
+    """Put the previous known-good production version back (deployer)."""
+    v = _registry().rollback(_token(), name, reason)
+    out.print(f"rolled back: {v.ref} is in production")
+
+
+@registry_app.command("quarantine")
+def _quarantine(ref: Ref, reason: Reason) -> None:
+    """Block a version from being served (deployer)."""
+    v = _registry().quarantine(_token(), ref, reason)
+    out.print(f"{v.ref} is quarantined")
+
+
+@registry_app.command("release")
+def _release(ref: Ref, reason: Reason) -> None:
+    """Lift a quarantine; the version goes back to candidate (admin)."""
+    v = _registry().release(_token(), ref, reason)
+    out.print(f"{v.ref} is a candidate again")
+
+
+# -- audit -------------------------------------------------------------------------------------
+@audit_app.command("verify")
+def _audit_verify(
+    head: Annotated[
+        Path | None, typer.Option(help="A tree head saved earlier (rlsec audit head --out).")
+    ] = None,
+) -> None:
+    """Recompute the whole log; exit 5 naming the first bad entry if anything was changed."""
+    from rlsec.registry.audit import SignedHead
+
+    witness = None
+    if head is not None:
+        try:
+            witness = SignedHead.from_dict(json.loads(head.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the saved head {head}: {exc}") from None
+    r = _registry().audit_verify(_token(), witness=witness)
+    size = r.head.size if r.head else 0
+    root = r.head.root.hex() if r.head else ""
+    out.print(
+        f"audit log verifies: {r.entries} entries, {r.heads} signed heads, {r.nodes} nodes; "
+        f"size {size}, root {root}" + (f"; consistent with {head}" if head else "")
+    )
+
+
+@audit_app.command("head")
+def _audit_head(
+    to: Annotated[Path | None, typer.Option("--out", help="Save it here (for --head).")] = None,
+) -> None:
+    """The newest signed tree head, to keep outside the registry."""
+    h = _registry().audit_head(_token())
+    if h is None:
+        raise ConfigError("the audit log is empty")
+    text = json.dumps(h.to_dict(), indent=2, sort_keys=True)
+    if to is not None:
+        to.write_text(text + "\n")
+        out.print(f"wrote the head at size {h.size} to {to}")
+    else:
+        print(text)
+
+
+@audit_app.command("proof")
+def _audit_proof(
+    entry: Annotated[int | None, typer.Option(help="Inclusion proof of this entry.")] = None,
+    size: Annotated[int | None, typer.Option(help="In the tree of this size.")] = None,
+    old: Annotated[
+        int | None, typer.Option("--from", help="Consistency proof from this tree size.")
+    ] = None,
+    new: Annotated[int | None, typer.Option("--to", help="To this size (default newest).")] = None,
+) -> None:
+    """RFC 6962 proofs as JSON: --entry N [--size S], or --from OLD [--to NEW]."""
+    reg = _registry()
+    if (entry is None) == (old is None):
+        raise ConfigError("give --entry N for an inclusion proof or --from OLD for consistency")
+    if entry is not None:
+        doc = reg.audit_inclusion(_token(), entry, size)
+    else:
+        assert old is not None
+        doc = reg.audit_consistency(_token(), old, new)
+    print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+@audit_app.command("export")
+def _audit_export(
+    to: Annotated[Path, typer.Option("--out", help="OCSF JSON lines file to write.")],
+    start: Annotated[int, typer.Option(help="First entry.")] = 0,
+) -> None:
+    """Write entries as OCSF API Activity events (JSON lines) for a SIEM."""
+    from rlsec.registry.audit import ocsf_event
+
+    entries = _registry().audit_entries(_token(), start)
+    tmp = to.with_name(f".{to.name}.tmp")
+    with tmp.open("w") as f:
+        for e in entries:
+            f.write(json.dumps(ocsf_event(e), sort_keys=True) + "\n")
+    tmp.replace(to)
+    out.print(f"wrote {len(entries)} events to {to}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(admin_app, name="admin")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(registry_app, name="registry")
+    app.add_typer(audit_app, name="audit")

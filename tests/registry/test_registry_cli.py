@@ -1,0 +1,178 @@
+"""The registry's commands end to end, as an operator runs them (RLSEC_TOKEN identity, exit
+codes: 4 denied, 5 does not verify, 6 gate not met)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlsec.cli import main
+from rlsec.policies import zoo_path
+
+ZOO = zoo_path("cartpole-ppo")
+
+
+class Cli:
+    def __init__(
+        self, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ):
+        self.home, self.mp, self.capsys = home, monkeypatch, capsys
+        monkeypatch.setenv("RLSEC_HOME", str(home))
+        monkeypatch.delenv("RLSEC_DB", raising=False)
+        monkeypatch.setenv("COLUMNS", "200")
+
+    def __call__(self, *args: str, token: str | None = None, code: int = 0) -> str:
+        if token is None:
+            self.mp.delenv("RLSEC_TOKEN", raising=False)
+        else:
+            self.mp.setenv("RLSEC_TOKEN", token)
+        self.mp.setattr(sys, "argv", ["rlsec", *args])
+        got = 0
+        try:
+            main()
+        except SystemExit as exc:
+            got = int(exc.code or 0)
+        captured = self.capsys.readouterr()
+        text = captured.out + captured.err
+        assert got == code, f"rlsec {' '.join(args)} exited {got}, expected {code}:\n{text}"
+        return text
+
+
+def _token(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("rlsec_"))
+
+
+def test_an_operator_session_from_init_to_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    admin = _token(cli("admin", "init", "--name", "alice"))
+    cli("admin", "init", code=2)  # once only
+    tokens = {}
+    for name, roles in (
+        ("tom", "trainer"),
+        ("rita", "reviewer"),
+        ("rob", "reviewer"),
+        ("dana", "deployer"),
+        ("ann", "auditor"),
+    ):
+        cli("admin", "principal", "create", name, "--roles", roles, token=admin)
+        tokens[name] = _token(cli("admin", "token", "create", name, token=admin))
+    key = tmp_path / "tom.pem"
+    cli("keys", "generate", "--out", str(key))
+    assert key.stat().st_mode & 0o077 == 0
+    cli("keys", "generate", "--out", str(key), code=2)  # never overwrites a key
+    cli("keys", "register", str(key) + ".pub", token=tokens["tom"])
+    for _ in range(2):
+        pushed = cli(
+            "registry",
+            "push",
+            str(ZOO),
+            "--name",
+            "cartpole",
+            "--key",
+            str(key),
+            token=tokens["tom"],
+        )
+    assert "pushed cartpole@2 (candidate)" in pushed
+    cli(
+        "registry",
+        "push",
+        str(ZOO),
+        "--name",
+        "cartpole",
+        "--key",
+        str(key),
+        token=tokens["rita"],
+        code=4,
+    )
+    listing = cli("registry", "list", token=tokens["rita"])
+    assert "cartpole@1" in listing and "cartpole@2" in listing
+    shown = json.loads(cli("registry", "show", "cartpole@1", token=tokens["rita"]))
+    assert shown["provenance"]["pushed_by"] == "tom"
+    cli("registry", "verify", "cartpole@1", token=tokens["rita"])
+    cli("registry", "pull", "cartpole@1", "--out", str(tmp_path / "pulled"), token=tokens["rita"])
+    assert (tmp_path / "pulled" / "spec.json").read_bytes() == (ZOO / "spec.json").read_bytes()
+
+    gates = tmp_path / "gates.json"
+    gates.write_text(
+        json.dumps({"staging": {"approvals": 1}, "production": {"approvals": 2, "redteam": {}}})
+    )
+    cli("admin", "gates", str(gates), token=admin)
+    for ref in ("cartpole@1", "cartpole@2"):
+        cli("registry", "promote", ref, "--stage", "staging", token=tokens["dana"], code=6)
+        cli("registry", "approve", ref, "--stage", "staging", token=tokens["tom"], code=4)
+        cli("registry", "approve", ref, "--stage", "staging", token=tokens["rita"])
+        cli("registry", "promote", ref, "--stage", "staging", token=tokens["dana"])
+        evidence = tmp_path / "results.json"
+        evidence.write_text(
+            json.dumps({"kind": "redteam", "policy": {"sha256": shown["files"]["spec.json"]}})
+        )
+        cli("registry", "attach", ref, str(evidence), token=tokens["tom"])
+        for reviewer in ("rita", "rob"):
+            cli("registry", "approve", ref, "--stage", "production", token=tokens[reviewer])
+        assert "now in production" in cli(
+            "registry", "promote", ref, "--stage", "production", token=tokens["dana"]
+        )
+    out = cli(
+        "registry", "rollback", "cartpole", "--reason", "canary regressed", token=tokens["dana"]
+    )
+    assert "cartpole@1 is in production" in out
+    cli("registry", "quarantine", "cartpole@2", "--reason", "trigger found", token=tokens["dana"])
+    cli(
+        "registry", "pull", "cartpole@2", "--out", str(tmp_path / "q"), token=tokens["rita"], code=4
+    )
+
+    head = tmp_path / "head.json"
+    cli("audit", "head", "--out", str(head), token=tokens["ann"])
+    assert "audit log verifies" in cli("audit", "verify", "--head", str(head), token=tokens["ann"])
+    cli("audit", "verify", token=tokens["tom"], code=4)
+    proof = json.loads(cli("audit", "proof", "--entry", "3", token=tokens["ann"]))
+    assert proof["index"] == 3 and proof["proof"]
+    consistency = json.loads(cli("audit", "proof", "--from", "5", token=tokens["ann"]))
+    assert consistency["old"]["size"] == 5
+    events = tmp_path / "events.jsonl"
+    cli("audit", "export", "--out", str(events), token=tokens["ann"])
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert {e["class_uid"] for e in lines} == {6003}
+    denied = [e for e in lines if e["status_id"] == 2]
+    assert denied and all(e["severity_id"] == 3 and e["status_detail"] for e in denied)
+    assert [e["metadata"]["sequence"] for e in lines] == list(range(len(lines)))
+
+    # an edited row is found, named, and exits 5
+    db = sqlite3.connect(tmp_path / "home" / "registry.db")
+    db.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 7")
+    db.commit()
+    db.close()
+    bad = cli("audit", "verify", token=tokens["ann"], code=5)
+    assert "entry 7" in bad
+
+
+def test_exit_codes_from_a_real_process(tmp_path: Path) -> None:
+    env = {**os.environ, "RLSEC_HOME": str(tmp_path / "home"), "RLSEC_TOKEN": "rlsec_bad"}
+    env.pop("RLSEC_DB", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "rlsec", "admin", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0
+    denied = subprocess.run(
+        [sys.executable, "-m", "rlsec", "registry", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert denied.returncode == 4
+    assert "expected a token of the form" in denied.stdout + denied.stderr
