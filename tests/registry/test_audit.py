@@ -204,7 +204,13 @@ def test_truncation_is_detected_and_with_the_heads_against_a_saved_head(log: Tea
 def test_every_head_and_node_change_is_detected(log: Team) -> None:
     n = _size(log)
     for size in range(1, n + 1):
-        for values in ({"root": bytes(32)}, {"signature": bytes(64)}, {"at": "2020"}):
+        for values in (
+            {"root": bytes(32)},
+            {"signature": bytes(64)},
+            {"at": "2020"},
+            {"prev": b"\x01" * 32},
+            {"key_id": "0" * 64},
+        ):
             detected(
                 log,
                 lambda s, v=values, z=size: s.execute(

@@ -17,10 +17,10 @@ saved outside the database (``witness``): keep heads elsewhere (a SIEM, a ticket
 another party controls) and verify against them.
 
 Example:
-    >>> from rlsec.registry.audit import LogKey, head_message
+    >>> from rlsec.registry.audit import GENESIS, LogKey, head_message
     >>> key = LogKey.generate()
     >>> sig = key.sign(head_message(1, bytes(32), "2026-01-01T00:00:00Z"))
-    >>> key.public().verify_head(1, bytes(32), "2026-01-01T00:00:00Z", sig)  # None: it verifies
+    >>> key.public().verify_head(1, bytes(32), "2026-01-01T00:00:00Z", GENESIS, sig)  # verifies
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ from rlsec.registry import merkle
 from rlsec.registry.db import AuditEntryRow, AuditHeadRow, AuditNodeRow, AuditStateRow
 
 __all__ = [
+    "GENESIS",
     "Entry",
     "LogKey",
     "LogPublicKey",
     "LogReport",
     "SignedHead",
     "append",
+    "chain",
     "consistency",
     "entries",
     "head_message",
@@ -67,9 +69,24 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def head_message(size: int, root: bytes, at: str) -> bytes:
-    """The bytes a tree head's signature covers."""
-    return b"rlsec-audit-tree-head:v1\n%d\n%s\n%s\n" % (size, root.hex().encode(), at.encode())
+GENESIS = bytes(32)
+
+
+def head_message(size: int, root: bytes, at: str, prev: bytes = GENESIS) -> bytes:
+    """The bytes a tree head's signature covers. ``prev`` chains the heads: the SHA-256 of
+    the previous head's message and signature (:func:`chain`), zeros for the first."""
+    return b"rlsec-audit-tree-head:v1\n%d\n%s\n%s\n%s\n" % (
+        size,
+        root.hex().encode(),
+        at.encode(),
+        prev.hex().encode(),
+    )
+
+
+def chain(size: int, root: bytes, at: str, prev: bytes, signature: bytes) -> bytes:
+    """The link the next head's ``prev`` must carry: SHA-256 of this head's message and
+    signature. Verifying the newest head's signature and every link verifies every head."""
+    return hashlib.sha256(head_message(size, root, at, prev) + signature).digest()
 
 
 class LogPublicKey:
@@ -97,10 +114,10 @@ class LogPublicKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def verify_head(self, size: int, root: bytes, at: str, signature: bytes) -> None:
+    def verify_head(self, size: int, root: bytes, at: str, prev: bytes, signature: bytes) -> None:
         """Raises :class:`VerificationError` unless ``signature`` signs this head."""
         try:
-            self._key.verify(signature, head_message(size, root, at))
+            self._key.verify(signature, head_message(size, root, at, prev))
         except InvalidSignature:
             raise VerificationError(
                 f"the tree head at size {size} is not signed by log key {self.key_id[:16]}..."
@@ -215,20 +232,34 @@ class Entry:
 
 @dataclass(frozen=True)
 class SignedHead:
+    """A tree head: the log's size and Merkle root at a time, chained to the previous head
+    and signed by the log's key."""
+
     size: int
     root: bytes
     at: str
     key_id: str
     signature: bytes
+    prev: bytes = GENESIS
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "size": self.size,
             "root": self.root.hex(),
             "at": self.at,
+            "prev": self.prev.hex(),
             "key_id": self.key_id,
             "signature": self.signature.hex(),
         }
+
+    def verify(self, public: LogPublicKey) -> None:
+        """Raises :class:`VerificationError` unless the log key signed this head."""
+        if self.key_id != public.key_id:
+            raise VerificationError(
+                f"tree head at size {self.size} names key {self.key_id[:16]}..., "
+                f"not the log key {public.key_id[:16]}..."
+            )
+        public.verify_head(self.size, self.root, self.at, self.prev, self.signature)
 
     @classmethod
     def from_dict(cls, d: Any) -> SignedHead:
@@ -239,10 +270,11 @@ class SignedHead:
                 at=str(d["at"]),
                 key_id=str(d["key_id"]),
                 signature=bytes.fromhex(d["signature"]),
+                prev=bytes.fromhex(d["prev"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                f"expected a tree head with size, root, at, key_id and signature: {exc}"
+                f"expected a tree head with size, root, at, prev, key_id and signature: {exc}"
             ) from None
 
 
@@ -308,13 +340,20 @@ def append(
     session.add_all(AuditNodeRow(level=lv, idx=ix, hash=h) for lv, ix, h in new)
     root = merkle.root_at(seq + 1, _SessionNodes(session, {(lv, ix): h for lv, ix, h in new}))
     at = entry.at
+    prev = GENESIS
+    if seq > 0:
+        last = session.get(AuditHeadRow, seq)
+        if last is None:
+            raise VerificationError(f"the signed tree head at size {seq} is missing")
+        prev = chain(last.size, bytes(last.root), last.at, bytes(last.prev), bytes(last.signature))
     session.add(
         AuditHeadRow(
             size=seq + 1,
             root=root,
             at=at,
+            prev=prev,
             key_id=key.public().key_id,
-            signature=key.sign(head_message(seq + 1, root, at)),
+            signature=key.sign(head_message(seq + 1, root, at, prev)),
         )
     )
     state.size = seq + 1
@@ -323,7 +362,9 @@ def append(
 
 
 def _head(row: AuditHeadRow) -> SignedHead:
-    return SignedHead(row.size, bytes(row.root), row.at, row.key_id, bytes(row.signature))
+    return SignedHead(
+        row.size, bytes(row.root), row.at, row.key_id, bytes(row.signature), bytes(row.prev)
+    )
 
 
 def latest_head(session: Session) -> SignedHead | None:
@@ -349,12 +390,17 @@ def entries(session: Session, start: int = 0) -> Iterator[Entry]:
         yield Entry.from_row(row)
 
 
-def inclusion(session: Session, seq: int, size: int | None = None) -> dict[str, Any]:
+def inclusion(
+    session: Session, seq: int, size: int | None = None, *, public: LogPublicKey | None = None
+) -> dict[str, Any]:
     """The inclusion proof of entry ``seq`` in the tree of the signed head at ``size``
-    (default: the newest), with the entry and the head, checked before it is returned."""
+    (default: the newest), with the entry and the head, checked (with ``public``, the head's
+    signature too) before it is returned."""
     head = latest_head(session) if size is None else _head_at(session, size)
     if head is None:
         raise ConfigError("the audit log is empty")
+    if public is not None:
+        head.verify(public)
     if not 0 <= seq < head.size:
         raise ConfigError(f"entry must be in [0, {head.size}), got {seq}")
     row = session.get(AuditEntryRow, seq)
@@ -373,12 +419,22 @@ def inclusion(session: Session, seq: int, size: int | None = None) -> dict[str, 
     }
 
 
-def consistency(session: Session, old_size: int, new_size: int | None = None) -> dict[str, Any]:
-    """The consistency proof between the signed heads at ``old_size`` and ``new_size``."""
+def consistency(
+    session: Session,
+    old_size: int,
+    new_size: int | None = None,
+    *,
+    public: LogPublicKey | None = None,
+) -> dict[str, Any]:
+    """The consistency proof between the signed heads at ``old_size`` and ``new_size``
+    (checked, with ``public`` the heads' signatures too, before it is returned)."""
     new = latest_head(session) if new_size is None else _head_at(session, new_size)
     if new is None:
         raise ConfigError("the audit log is empty")
     old = _head_at(session, old_size)
+    if public is not None:
+        old.verify(public)
+        new.verify(public)
     if old.size > new.size:
         raise ConfigError(f"old size {old.size} is larger than new size {new.size}")
     proof = merkle.consistency_proof(old.size, new.size, _SessionNodes(session))
@@ -403,10 +459,15 @@ def verify_log(
     witness: SignedHead | None = None,
     batch: int = 20_000,
 ) -> LogReport:
-    """Recompute and check the whole log; raises on the first problem.
+    """Recompute and check the whole log in one streaming pass; raises on the first problem.
+
+    Checks, for every entry in order: its sequence number, its columns against its hashed
+    leaf, and the signed head at its size (the root recomputed from the entries, the link to
+    the previous head); then the newest head's signature (which, through the links, covers
+    every head), the recorded size, every stored Merkle node, and the saved ``witness``.
 
     Args:
-        public: the log's public key; every tree head must be signed by it.
+        public: the log's public key.
         witness: a head saved earlier outside the database: the log must still contain it
             (same root at its size) and may only have grown since.
 
@@ -415,56 +476,77 @@ def verify_log(
     """
     acc = merkle.RootAccumulator()
     leaves: list[bytes] = []
-    heads = iter(
-        session.execute(select(AuditHeadRow).order_by(AuditHeadRow.size)).scalars().yield_per(batch)
+    head_rows = session.execute(
+        select(
+            AuditHeadRow.size,
+            AuditHeadRow.root,
+            AuditHeadRow.at,
+            AuditHeadRow.key_id,
+            AuditHeadRow.signature,
+            AuditHeadRow.prev,
+        )
+        .order_by(AuditHeadRow.size)
+        .execution_options(yield_per=batch)
     )
-    next_head = next(heads, None)
-    n_heads = 0
+    heads = iter(head_rows)
+    entry_rows = session.execute(
+        select(
+            AuditEntryRow.seq,
+            AuditEntryRow.at,
+            AuditEntryRow.actor,
+            AuditEntryRow.action,
+            AuditEntryRow.target,
+            AuditEntryRow.outcome,
+            AuditEntryRow.leaf,
+        )
+        .order_by(AuditEntryRow.seq)
+        .execution_options(yield_per=batch)
+    )
+    link = GENESIS
     last: SignedHead | None = None
-
-    def check_heads_at(size: int) -> None:
-        nonlocal next_head, n_heads, last
-        while next_head is not None and next_head.size <= size:
-            h = _head(next_head)
-            if h.size < size:
-                raise VerificationError(f"tree head at size {h.size} has no matching entries")
-            if h.key_id != public.key_id:
-                raise VerificationError(
-                    f"tree head at size {h.size} names key {h.key_id[:16]}..., "
-                    f"not the log key {public.key_id[:16]}..."
-                )
-            public.verify_head(h.size, h.root, h.at, h.signature)
-            if h.root != acc.root():
-                raise VerificationError(
-                    f"tree head at size {h.size} does not match the entries: "
-                    f"an entry before {h.size} was modified, removed, reordered or inserted"
-                )
-            n_heads += 1
-            last = h
-            next_head = next(heads, None)
-        if last is None or last.size != size:  # every append signs a head
-            raise VerificationError(f"the signed tree head at size {size} is missing")
-
-    rows = session.execute(select(AuditEntryRow).order_by(AuditEntryRow.seq)).scalars()
     expected = 0
-    for row in rows.yield_per(batch):
-        if row.seq != expected:
+    for seq, at, actor, action, target, outcome, leaf in entry_rows:
+        if seq != expected:
             raise VerificationError(
-                f"audit entry {expected} is missing (the next entry is {row.seq})"
-                if row.seq > expected
-                else f"audit entry {row.seq} appears out of order"
+                f"audit entry {expected} is missing (the next entry is {seq})"
+                if seq > expected
+                else f"audit entry {seq} appears out of order"
             )
-        entry = Entry.from_row(row)
-        h = merkle.leaf_hash(entry.leaf())
+        leaf = bytes(leaf)
+        _check_columns(seq, (seq, at, actor, action, target, outcome), leaf)
+        h = merkle.leaf_hash(leaf)
         acc.append(h)
         leaves.append(h)
         expected += 1
-        check_heads_at(expected)
-    if next_head is not None:
+        row = next(heads, None)
+        if row is None or row[0] != expected:
+            raise VerificationError(f"the signed tree head at size {expected} is missing")
+        head = SignedHead(row[0], bytes(row[1]), row[2], row[3], bytes(row[4]), bytes(row[5]))
+        if head.prev != link:
+            raise VerificationError(
+                f"tree head at size {expected} does not link to the head before it: "
+                f"a head at or before {expected} was modified"
+            )
+        if head.root != acc.root():
+            raise VerificationError(
+                f"tree head at size {expected} does not match the entries: "
+                f"an entry before {expected} was modified, removed, reordered or inserted"
+            )
+        if head.key_id != public.key_id:
+            raise VerificationError(
+                f"tree head at size {expected} names key {head.key_id[:16]}..., "
+                f"not the log key {public.key_id[:16]}..."
+            )
+        link = chain(head.size, head.root, head.at, head.prev, head.signature)
+        last = head
+    extra = next(heads, None)
+    if extra is not None:
         raise VerificationError(
-            f"tree head at size {next_head.size} is signed but the log has only {expected} "
+            f"tree head at size {extra[0]} is signed but the log has only {expected} "
             f"entries: entries were deleted from the end"
         )
+    if last is not None:
+        last.verify(public)
     state = session.get(AuditStateRow, 1)
     if state is None or state.size != expected:
         raise VerificationError(
@@ -474,7 +556,24 @@ def verify_log(
     n_nodes = _verify_nodes(session, leaves, batch)
     if witness is not None:
         _check_witness(session, witness, public, expected)
-    return LogReport(entries=expected, heads=n_heads, nodes=n_nodes, head=last)
+    return LogReport(entries=expected, heads=expected, nodes=n_nodes, head=last)
+
+
+_COLUMNS = ("seq", "at", "actor", "action", "target", "outcome")
+
+
+def _check_columns(seq: int, columns: tuple[Any, ...], leaf: bytes) -> None:
+    """An entry's indexed columns must say what its hashed leaf says."""
+    try:
+        body = json.loads(leaf)
+        said = tuple(body[k] for k in _COLUMNS)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise VerificationError(f"audit entry {seq}: its leaf is not a valid entry") from None
+    if columns != said or body.get("v") != _LEAF_VERSION:
+        raise VerificationError(
+            f"audit entry {seq}: its columns do not match its hashed leaf "
+            f"(leaf says entry {said[0]}, {said[3]} on {said[4]} by {said[2]})"
+        )
 
 
 def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:
@@ -484,9 +583,11 @@ def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:
     lv = 0
     count = 0
     rows = iter(
-        session.execute(select(AuditNodeRow).order_by(AuditNodeRow.level, AuditNodeRow.idx))
-        .scalars()
-        .yield_per(batch)
+        session.execute(
+            select(AuditNodeRow.level, AuditNodeRow.idx, AuditNodeRow.hash)
+            .order_by(AuditNodeRow.level, AuditNodeRow.idx)
+            .execution_options(yield_per=batch)
+        )
     )
     row = next(rows, None)
     while level:
@@ -505,7 +606,7 @@ def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:
 
 
 def _check_witness(session: Session, witness: SignedHead, public: LogPublicKey, size: int) -> None:
-    public.verify_head(witness.size, witness.root, witness.at, witness.signature)
+    witness.verify(public)
     if witness.size > size:
         raise VerificationError(
             f"the saved head has {witness.size} entries but the log now has {size}: "

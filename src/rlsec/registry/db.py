@@ -199,12 +199,14 @@ class AuditNodeRow(Base):
 
 
 class AuditHeadRow(Base):
-    """A signed tree head: the log's size and root, signed by the log's key."""
+    """A signed tree head: the log's size and root, the link to the previous head, signed by
+    the log's key."""
 
     __tablename__ = "audit_heads"
     size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     root: Mapped[bytes] = mapped_column(LargeBinary)
     at: Mapped[str] = mapped_column(String(40))
+    prev: Mapped[bytes] = mapped_column(LargeBinary)
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
 

@@ -1061,13 +1061,20 @@ class Registry:
     def audit_inclusion(
         self, token: str | None, seq: int, size: int | None = None
     ) -> dict[str, Any]:
-        return self._query(token, "audit", "audit", lambda s, _p: audit.inclusion(s, seq, size))
+        public = self.log_public()
+        return self._query(
+            token, "audit", "audit", lambda s, _p: audit.inclusion(s, seq, size, public=public)
+        )
 
     def audit_consistency(
         self, token: str | None, old_size: int, new_size: int | None = None
     ) -> dict[str, Any]:
+        public = self.log_public()
         return self._query(
-            token, "audit", "audit", lambda s, _p: audit.consistency(s, old_size, new_size)
+            token,
+            "audit",
+            "audit",
+            lambda s, _p: audit.consistency(s, old_size, new_size, public=public),
         )
 
     def audit_entries(self, token: str | None, start: int = 0) -> list[audit.Entry]:

@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("root", sa.LargeBinary, nullable=False),
         sa.Column("at", T, nullable=False),
+        sa.Column("prev", sa.LargeBinary, nullable=False),
         sa.Column("key_id", sa.String(64), nullable=False),
         sa.Column("signature", sa.LargeBinary, nullable=False),
     )
