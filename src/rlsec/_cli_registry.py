@@ -171,7 +171,9 @@ def _keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id.")], reason:
 # -- registry ----------------------------------------------------------------------------------
 @registry_app.command("push")
 def _push(
-    path: Annotated[Path, typer.Argument(help="A native policy directory or an SB3 .zip.")],
+    path: Annotated[
+        str, typer.Argument(help="A native policy directory, an SB3 .zip, or zoo:NAME.")
+    ],
     name: Annotated[str, typer.Option(help="Policy name.")],
     key: Annotated[Path, typer.Option(help="Your private signing key (PEM).")],
     env: Annotated[str | None, typer.Option(help="Environment id.")] = None,

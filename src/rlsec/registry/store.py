@@ -524,10 +524,15 @@ class Registry:
         parent: str | None = None,
         datasets: Mapping[str, str] | None = None,
     ) -> VersionInfo:
-        """Push a native policy directory (or an SB3 ``.zip``, through the safe importer)
-        as the next version of ``name``, signed with ``key`` (which must be registered to
-        the caller). The files are validated as a policy first; nothing in them is run."""
+        """Push a native policy directory (or an SB3 ``.zip``, through the safe importer, or
+        ``zoo:NAME``) as the next version of ``name``, signed with ``key`` (which must be
+        registered to the caller). The files are validated as a policy first; nothing in
+        them is run."""
         check_name(name, "policy name")
+        if str(source).startswith("zoo:"):
+            from rlsec.policies import zoo_path
+
+            source = zoo_path(str(source)[4:])
         files = _read_source(Path(source), env_id)
         policy = load_native_bytes(files[SPEC_FILE], files[WEIGHTS_FILE], where=str(source))
         if env_id is not None and policy.info.env_id not in (None, env_id):
