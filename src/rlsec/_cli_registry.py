@@ -168,6 +168,66 @@ def _keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id.")], reason:
     out.print(f"revoked key {key_id}")
 
 
+def _dir_files(directory: Path) -> dict[str, bytes]:
+    if not directory.is_dir() or directory.is_symlink():
+        raise ConfigError(f"expected a directory, got {directory}")
+    files = {}
+    for f in sorted(directory.iterdir()):
+        if f.is_symlink() or not f.is_file():
+            raise ConfigError(f"{f}: only regular files can be signed (no links, no folders)")
+        files[f.name] = f.read_bytes()
+    if not files:
+        raise ConfigError(f"{directory} is empty")
+    return files
+
+
+@keys_app.command("sign")
+def _keys_sign(
+    directory: Annotated[Path, typer.Argument(help="A model directory (e.g. a policy dir).")],
+    key: Annotated[Path, typer.Option(help="Private signing key (PEM).")],
+    signature: Annotated[Path, typer.Option("--out", help="Signature bundle to write.")],
+) -> None:
+    """Sign every file of a directory offline, in the OpenSSF model-signing format (verifiable
+    by rlsec keys verify and by model-signing's own verifier)."""
+    import hashlib
+
+    from rlsec.registry import signing
+
+    if signature.resolve().parent == directory.resolve():
+        raise ConfigError("write the signature outside the directory it signs")
+    files = _dir_files(directory)
+    manifest = signing.Manifest(
+        directory.resolve().name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}
+    )
+    signature.write_bytes(signing.sign(manifest, _read_key(key)))
+    out.print(f"signed {len(files)} files of {directory} into {signature}")
+
+
+@keys_app.command("verify")
+def _keys_verify(
+    directory: Annotated[Path, typer.Argument(help="The signed directory.")],
+    signature: Annotated[Path, typer.Option(help="Its signature bundle.")],
+    public: Annotated[Path, typer.Option(help="The signer's public key (PEM).")],
+) -> None:
+    """Verify a directory against a signature bundle and a public key (exit 5 if not)."""
+    import hashlib
+
+    from rlsec.errors import VerificationError
+    from rlsec.registry import signing
+
+    pem = public.read_bytes()
+    manifest = signing.verify(signature.read_bytes(), {signing.key_id(pem): pem})
+    files = {n: hashlib.sha256(b).hexdigest() for n, b in _dir_files(directory).items()}
+    if files != dict(manifest.files):
+        changed = sorted(set(files) ^ set(manifest.files)) or sorted(
+            n for n in files if files[n] != manifest.files[n]
+        )
+        raise VerificationError(f"{directory} does not match its signed manifest: {changed}")
+    out.print(
+        f"{directory}: {len(files)} files match the signature by {signing.key_id(pem)[:16]}..."
+    )
+
+
 # -- registry ----------------------------------------------------------------------------------
 @registry_app.command("push")
 def _push(
@@ -283,6 +343,13 @@ def _release(ref: Ref, reason: Reason) -> None:
     """Lift a quarantine; the version goes back to candidate (admin)."""
     v = _registry().release(_token(), ref, reason)
     out.print(f"{v.ref} is a candidate again")
+
+
+@registry_app.command("delete")
+def _delete(ref: Ref, reason: Reason) -> None:
+    """Delete a version's files; its record and history stay (admin)."""
+    v = _registry().delete(_token(), ref, reason)
+    out.print(f"{v.ref} deleted; its record remains")
 
 
 # -- audit -------------------------------------------------------------------------------------

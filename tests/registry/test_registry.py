@@ -225,3 +225,26 @@ def test_a_policy_directory_with_anything_else_is_refused_and_nothing_stored(
         reg.push(team["trainer"], bad, name="cartpole", key=team.key)
     assert reg.versions(team["viewer"]) == []
     assert not (reg.home / "artifacts").exists()
+
+
+def test_deleting_is_an_audited_admin_action_that_keeps_the_record(team: Team) -> None:
+    reg = team.reg
+    v1 = reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)
+    reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)  # the same files as v1
+    with pytest.raises(AccessDenied):
+        reg.delete(team["deployer"], "cartpole@1", "cleanup")
+    reg.delete(team.admin, "cartpole@1", "superseded")
+    blobs = [reg.artifacts.path(d) for d in v1.files.values()]
+    assert all(b.is_file() for b in blobs)  # still used by cartpole@2
+    with pytest.raises(ConfigError, match="was deleted"):
+        reg.load_verified(team["viewer"], "cartpole@1")
+    reg.load_verified(team["viewer"], "cartpole@2")
+    reg.delete(team.admin, "cartpole@2", "retired")
+    assert not any(b.exists() for b in blobs)
+    assert not list((reg.artifacts.root / "trash").iterdir())
+    assert reg.push(team["trainer"], ZOO, name="cartpole", key=team.key).number == 3
+    stages = [v.stage for v in reg.versions(team["viewer"], "cartpole")]
+    assert stages == ["deleted", "deleted", "candidate"]
+    deletions = [e for e in reg.audit_entries(team["auditor"]) if e.action == "version.delete"]
+    assert [d.detail["removed"] for d in deletions] == [[], sorted(v1.files.values())]
+    reg.audit_verify(team["auditor"])

@@ -176,3 +176,29 @@ def test_exit_codes_from_a_real_process(tmp_path: Path) -> None:
     )
     assert denied.returncode == 4
     assert "expected a token of the form" in denied.stdout + denied.stderr
+
+
+def test_offline_sign_and_verify_of_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    model = tmp_path / "cartpole"
+    shutil.copytree(ZOO, model)
+    key = tmp_path / "k.pem"
+    cli("keys", "generate", "--out", str(key))
+    sig = tmp_path / "cartpole.sig"
+    cli("keys", "sign", str(model), "--key", str(key), "--out", str(model / "x.sig"), code=2)
+    cli("keys", "sign", str(model), "--key", str(key), "--out", str(sig))
+    ok = cli("keys", "verify", str(model), "--signature", str(sig), "--public", f"{key}.pub")
+    assert "2 files match" in ok
+    other = tmp_path / "other.pem"
+    cli("keys", "generate", "--out", str(other))
+    cli("keys", "verify", str(model), "--signature", str(sig), "--public", f"{other}.pub", code=5)
+    weights = model / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    bad = cli(
+        "keys", "verify", str(model), "--signature", str(sig), "--public", f"{key}.pub", code=5
+    )
+    assert "weights.safetensors" in bad

@@ -10,7 +10,7 @@ reviewer   read, approve, attach evidence, register and revoke own keys
 deployer   read, promote, roll back, quarantine
 auditor    read the audit log (verify, proofs, export)
 admin      everything above but approve; principals, tokens, anyone's keys, lifting a
-           quarantine, deleting data
+           quarantine, deleting a version's files
 =========  =====================================================================
 
 Tokens look like ``rlsec_<id>_<secret>``: 16 hex digits of id, 32 random bytes of secret
@@ -56,6 +56,7 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "release": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
     "own-keys": frozenset({"trainer", "reviewer", "admin"}),
+    "delete": frozenset({"admin"}),
     "admin": frozenset({"admin"}),
 }
 

@@ -68,7 +68,7 @@ from rlsec.registry.gates import DEFAULT_GATES, GATED_STAGES, check_gate, parse_
 
 __all__ = ["STAGES", "Registry", "VersionInfo"]
 
-STAGES = ("candidate", "staging", "production", "quarantined", "archived")
+STAGES = ("candidate", "staging", "production", "quarantined", "archived", "deleted")
 _NEXT = {"candidate": "staging", "staging": "production"}
 _EVIDENCE_KINDS = ("redteam", "verification")
 _MAX_EVIDENCE = 64 * 2**20
@@ -749,6 +749,7 @@ class Registry:
 
         def look(s: Session, p: Principal) -> TorchPolicy:
             row = self._resolve(s, ref)
+            _not_deleted(s, row)
             if row.stage == "quarantined":
                 raise _Denied(p.name, f"{_ref(s, row)} is quarantined: it may not be served")
             files = self._verified_files(s, row)
@@ -767,6 +768,7 @@ class Registry:
 
         def look(s: Session, p: Principal) -> VersionInfo:
             row = self._resolve(s, ref)
+            _not_deleted(s, row)
             if row.stage == "quarantined" and "admin" not in p.roles:
                 raise _Denied(p.name, f"{_ref(s, row)} is quarantined: only an admin may pull it")
             files = self._verified_files(s, row)
@@ -781,6 +783,7 @@ class Registry:
 
         def look(s: Session, _p: Principal) -> VersionInfo:
             row = self._resolve(s, ref)
+            _not_deleted(s, row)
             files = self._verified_files(s, row)
             load_native_bytes(files[SPEC_FILE], files[WEIGHTS_FILE], where=_ref(s, row))
             return self._info(s, row)
@@ -840,7 +843,7 @@ class Registry:
             row = self._resolve(s, ref)
             if row.pushed_by == p.id:
                 raise _Denied(p.name, f"{p.name} pushed {_ref(s, row)} and may not approve it")
-            if row.stage in ("quarantined", "archived"):
+            if row.stage in ("quarantined", "archived", "deleted"):
                 raise ConfigError(f"{_ref(s, row)} is {row.stage}: it cannot be approved")
             dup = s.execute(
                 select(ApprovalRow).where(
@@ -1010,7 +1013,7 @@ class Registry:
                 assert v is not None
                 if current is not None and v.id == current.id:
                     continue
-                if v.stage in ("quarantined", "production"):
+                if v.stage in ("quarantined", "production", "deleted"):
                     continue
                 target = v
                 break
@@ -1031,8 +1034,8 @@ class Registry:
 
         def change(s: Session, p: Principal) -> VersionInfo:
             row = self._resolve(s, ref)
-            if row.stage == "quarantined":
-                raise ConfigError(f"{_ref(s, row)} is already quarantined")
+            if row.stage in ("quarantined", "deleted"):
+                raise ConfigError(f"{_ref(s, row)} is already {row.stage}")
             self._move(s, p, row, "quarantined", reason, "version.quarantine")
             return self._info(s, row)
 
@@ -1050,6 +1053,57 @@ class Registry:
             return self._info(s, row)
 
         return self._mutate(token, "release", ref, change)
+
+    def delete(self, token: str | None, ref: str, reason: str) -> VersionInfo:
+        """Delete a version's stored files (admin). Its record, signed manifest and history
+        stay as a tombstone in stage ``deleted``: numbers are never reused and the log still
+        proves what existed. Files another version shares are kept. A production version
+        must be rolled back or quarantined first."""
+        if not reason.strip():
+            raise ConfigError("a deletion needs a reason")
+        trash: list[tuple[Path, Path]] = []
+
+        def change(s: Session, p: Principal) -> VersionInfo:
+            row = self._resolve(s, ref)
+            if row.stage in ("production", "deleted"):
+                raise ConfigError(
+                    f"{_ref(s, row)} is {row.stage}: "
+                    + (
+                        "roll it back or quarantine it first"
+                        if row.stage == "production"
+                        else "it is already deleted"
+                    )
+                )
+            kept = {
+                d
+                for (files,) in s.execute(
+                    select(VersionRow.files).where(
+                        VersionRow.id != row.id, VersionRow.stage != "deleted"
+                    )
+                )
+                for d in files.values()
+            }
+            gone = sorted(set(row.files.values()) - kept)
+            self._move(s, p, row, "deleted", reason, "version.delete", {"removed": gone})
+            bin_ = self.artifacts.root / "trash"
+            bin_.mkdir(parents=True, exist_ok=True)
+            for d in gone:  # under the log's lock, so no push can share a blob meanwhile
+                src = self.artifacts.path(d)
+                if src.exists():
+                    dst = bin_ / d
+                    os.replace(src, dst)
+                    trash.append((src, dst))
+            return self._info(s, row)
+
+        try:
+            info = self._mutate(token, "delete", ref, change)
+        except BaseException:
+            for src, dst in trash:  # the deletion did not commit: put the files back
+                os.replace(dst, src)
+            raise
+        for _src, dst in trash:
+            dst.unlink(missing_ok=True)
+        return info
 
     # -- audit ------------------------------------------------------------------------------
     def audit_verify(
@@ -1105,6 +1159,11 @@ def _ref(s: Session, row: VersionRow) -> str:
     prow = s.get(PolicyRow, row.policy_id)
     assert prow is not None
     return f"{prow.name}@{row.number}"
+
+
+def _not_deleted(s: Session, row: VersionRow) -> None:
+    if row.stage == "deleted":
+        raise ConfigError(f"{_ref(s, row)} was deleted; only its record remains")
 
 
 def _evidence_kind(doc: Any) -> str:
