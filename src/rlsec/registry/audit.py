@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from rlsec.errors import ConfigError, VerificationError
@@ -291,16 +291,19 @@ class _SessionNodes:
             if (lv, ix) not in self.pending:
                 want.setdefault(lv, []).append(ix)
         got: dict[tuple[int, int], bytes] = {}
-        # one indexed query per level (a row-value IN over both columns is not index-backed
-        # on SQLite: measured 280 ms at 1e6 entries, against well under 1 ms this way)
-        for lv, idxs in want.items():
-            for start in range(0, len(idxs), 500):
-                rows = self.session.execute(
-                    select(AuditNodeRow.idx, AuditNodeRow.hash).where(
-                        AuditNodeRow.level == lv, AuditNodeRow.idx.in_(idxs[start : start + 500])
-                    )
+        # one query, an OR of (level = l AND idx IN ...) terms, each served by the (level,
+        # idx) key (a row-value IN over both columns is not index-backed on SQLite: measured
+        # 280 ms per proof at 1e6 entries)
+        terms = [
+            and_(AuditNodeRow.level == lv, AuditNodeRow.idx.in_(idxs)) for lv, idxs in want.items()
+        ]
+        for start in range(0, len(terms), 50):
+            rows = self.session.execute(
+                select(AuditNodeRow.level, AuditNodeRow.idx, AuditNodeRow.hash).where(
+                    or_(*terms[start : start + 50])
                 )
-                got.update({(lv, ix): bytes(h) for ix, h in rows})
+            )
+            got.update({(lv, ix): bytes(h) for lv, ix, h in rows})
         out = []
         for k in keys:
             h = self.pending.get(k, got.get(k))
