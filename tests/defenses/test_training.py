@@ -59,6 +59,7 @@ PPO_TINY = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
         ({"algo": "ppo", "env_id": "CartPole-v1", "select": "last"}, "select must be one of"),
         ({"algo": "ppo", "env_id": "CartPole-v1", "select_episodes": 0}, "select_episodes"),
         ({"algo": "ppo", "env_id": "CartPole-v1", "select": "robust"}, "it needs a defense"),
+        ({"algo": "dqn", "env_id": "CartPole-v1", "margin": -1.0}, "margin must be"),
     ],
 )
 def test_bad_configs_are_refused_before_anything_is_written(

@@ -172,6 +172,8 @@ class TrainConfig:
         eps: the defense's budget (linf, raw observation units unless ``scale`` is given).
         steps: agent environment steps (default: the recipe's).
         kappa: weight of the SA regulariser (default per algorithm).
+        margin: SA-DQN's hinge constant ``c``: the action gap the regulariser asks for over
+            the ε-ball (in Q units; DQN only).
         attack: the attack adversarial training uses (an observation attack id).
         attack_steps: PGD steps of the inner maximisation and of the adversarial attack.
         adv_prob: fraction of steps on which ``adv``/``atla`` perturb what the agent sees.
@@ -200,6 +202,7 @@ class TrainConfig:
     steps: int | None = None
     seed: int = 0
     kappa: float | None = None
+    margin: float = 1.0
     attack: str = "pgd-obs-v1"
     attack_steps: int = 10
     adv_prob: float = 0.5
@@ -248,6 +251,8 @@ class TrainConfig:
             v = float(getattr(self, name))
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {v!r}")
+        if not (np.isfinite(self.margin) and self.margin >= 0):
+            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin!r}")
         if self.kappa is not None and not (np.isfinite(self.kappa) and self.kappa >= 0):
             raise ConfigError(f"kappa must be a finite number >= 0, got {self.kappa!r}")
         obs_space, act_space = env_spaces(self.env_id)
@@ -522,7 +527,7 @@ class _Run:
             capture, optimizer = policy.pi_features_extractor, policy.optimizer
             clip: float | None = float(model.max_grad_norm)
         elif cfg.algo == "dqn":
-            term = MarginSmoothness(model.q_net, self.budget, **kw)
+            term = MarginSmoothness(model.q_net, self.budget, margin=cfg.margin, **kw)
             capture, optimizer = model.q_net, model.policy.optimizer
             clip = float(model.max_grad_norm)
         else:
