@@ -110,6 +110,12 @@ def test_eight_processes_of_mixed_operations(tmp_path: Path, db_url: str) -> Non
     before = reg.audit_head(admin)
     assert before is not None
     procs = [_worker(reg, setup, i, ops, "mixed") for i in range(workers)]
+    checks = 0
+    while any(p.poll() is None for p in procs):  # the log verifies while others append
+        reg.audit_verify(admin)
+        checks += 1
+        time.sleep(0.2)
+    assert checks > 0
     results: list[dict[str, Any]] = []
     for p in procs:
         out, err = p.communicate(timeout=600)

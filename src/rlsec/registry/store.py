@@ -141,8 +141,12 @@ class Registry:
         self.home = Path(home) if home is not None else default_home()
         self.url = url or database_url(self.home)
         self.engine: Engine = make_engine(self.url)
+        # reads see one snapshot: SQLite's WAL read transaction, PostgreSQL's REPEATABLE READ
+        # (a log verified while others append must not see entries without their heads)
         self.read_engine: Engine = (
-            make_engine(self.url, reads=True) if self.url.startswith("sqlite") else self.engine
+            make_engine(self.url, reads=True)
+            if self.url.startswith("sqlite")
+            else self.engine.execution_options(isolation_level="REPEATABLE READ")
         )
         self.artifacts = ArtifactStore(self.home / "artifacts")
         self._log_key: audit.LogKey | None = None
