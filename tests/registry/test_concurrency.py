@@ -80,12 +80,15 @@ def test_a_writer_killed_mid_push_leaves_everything_whole(tmp_path: Path, db_url
     setup = _setup(reg, 1, tmp_path)
     admin = json.loads(setup.read_text())["admin"]
     confirmed = 0
-    for trial, delay in enumerate((2.5, 2.9, 3.3, 3.7)):
+    for trial, delay in enumerate((0.0, 0.013, 0.057, 0.21)):
         proc = _worker(reg, setup, 0, 1000, "push")
-        time.sleep(delay)  # the worker's imports take ~2 s, then it pushes continuously
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # its first push committed: it is in the push loop
+        assert first.strip(), proc.communicate()[1][-2000:]
+        time.sleep(delay)  # pushes take ~20 ms each: these land at different points of one
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        confirmed += len(out.split())
+        confirmed += 1 + len(out.split())
         versions = reg.versions(admin, "crash")
         numbers = [v.number for v in versions]
         # every push the worker saw commit is there; at most one more committed unseen
