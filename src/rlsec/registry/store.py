@@ -640,17 +640,8 @@ class Registry:
         assert prow is not None
         assert pusher is not None
         parent = None if row.parent_id is None else s.get(VersionRow, row.parent_id)
-        return VersionInfo(
-            name=prow.name,
-            number=row.number,
-            stage=row.stage,
-            env_id=row.env_id,
-            pushed_by=pusher.name,
-            pushed_at=row.pushed_at,
-            manifest_sha256=row.manifest_sha256,
-            files=dict(row.files),
-            signer_key_id=row.signer_key_id,
-            parent=None if parent is None else _ref(s, parent),
+        return _version_info(
+            row, prow.name, pusher.name, None if parent is None else _ref(s, parent)
         )
 
     def versions(self, token: str | None, name: str | None = None) -> list[VersionInfo]:
@@ -667,17 +658,11 @@ class Registry:
                 for v in s.execute(select(VersionRow.id, VersionRow.policy_id, VersionRow.number))
             }
             return [
-                VersionInfo(
-                    name=policies[r.policy_id],
-                    number=r.number,
-                    stage=r.stage,
-                    env_id=r.env_id,
-                    pushed_by=people[r.pushed_by],
-                    pushed_at=r.pushed_at,
-                    manifest_sha256=r.manifest_sha256,
-                    files=dict(r.files),
-                    signer_key_id=r.signer_key_id,
-                    parent=None if r.parent_id is None else refs[r.parent_id],
+                _version_info(
+                    r,
+                    policies[r.policy_id],
+                    people[r.pushed_by],
+                    None if r.parent_id is None else refs[r.parent_id],
                 )
                 for r in rows
             ]
@@ -929,12 +914,10 @@ class Registry:
                     f"{_NEXT.get(row.stage, 'nothing')}"
                 )
             rule = parse_gates(self.gates(s))[stage]
-            evidence = [
-                (e.kind, json.loads(e.body))
-                for e in s.execute(
-                    select(EvidenceRow).where(EvidenceRow.version_id == row.id)
-                ).scalars()
-            ]
+            attached = list(
+                s.execute(select(EvidenceRow).where(EvidenceRow.version_id == row.id)).scalars()
+            )
+            evidence = [(e.kind, json.loads(e.body)) for e in attached]
             approvers = s.execute(
                 select(func.count(func.distinct(ApprovalRow.reviewer_id))).where(
                     ApprovalRow.version_id == row.id,
@@ -963,15 +946,7 @@ class Registry:
                 stage,
                 reason,
                 "version.promote",
-                {
-                    "evidence": [
-                        e.sha256
-                        for e in s.execute(
-                            select(EvidenceRow).where(EvidenceRow.version_id == row.id)
-                        ).scalars()
-                    ],
-                    "approvals": int(approvers),
-                },
+                {"evidence": [e.sha256 for e in attached], "approvals": int(approvers)},
             )
             return self._info(s, row)
 
@@ -1148,6 +1123,21 @@ class _GateMiss(Exception):
     def __init__(self, ref: str) -> None:
         super().__init__(ref)
         self.ref = ref
+
+
+def _version_info(row: VersionRow, name: str, pusher: str, parent: str | None) -> VersionInfo:
+    return VersionInfo(
+        name=name,
+        number=row.number,
+        stage=row.stage,
+        env_id=row.env_id,
+        pushed_by=pusher,
+        pushed_at=row.pushed_at,
+        manifest_sha256=row.manifest_sha256,
+        files=dict(row.files),
+        signer_key_id=row.signer_key_id,
+        parent=parent,
+    )
 
 
 def _digest_json(value: Any) -> str:
