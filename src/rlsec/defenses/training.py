@@ -426,17 +426,20 @@ def shipped_thresholds(algo: str, env_id: str) -> Thresholds | None:
     return Thresholds.from_dict(json.loads(root.read_text()))
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write a file whole (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _point(pointer: Path, name: str) -> None:
-    """Write a one-line pointer file whole (temporary file, then rename)."""
-    tmp = pointer.with_name(f".{pointer.name}.tmp")
-    tmp.write_text(name + "\n")
-    os.replace(tmp, pointer)
+    """A one-line pointer file naming a checkpoint."""
+    _write_text(pointer, name + "\n")
 
 
 def _write_json(path: Path, body: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 class _Run:

@@ -15,9 +15,31 @@ from pathlib import Path
 
 from rlsec.errors import ConfigError, VerificationError
 
-__all__ = ["ArtifactStore"]
+__all__ = ["ArtifactStore", "write_whole"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def write_whole(target: Path, data: bytes) -> None:
+    """Write ``target`` whole or not at all, readable by its owner only: a temporary file in
+    the same directory (mode 0600), flushed to disk, renamed into place, the directory
+    flushed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class ArtifactStore:
@@ -39,22 +61,7 @@ class ArtifactStore:
         target = self.path(digest)
         if target.is_file() and target.stat().st_size == len(data):
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dfd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_whole(target, data)
         return digest
 
     def get(self, digest: str, *, max_bytes: int = 2 * 2**30) -> bytes:

@@ -58,15 +58,22 @@ __all__ = [
     "latest_head",
     "now",
     "ocsf_event",
+    "timestamp",
     "verify_log",
 ]
 
 _LEAF_VERSION = 1
 
 
+def timestamp(when: datetime) -> str:
+    """A UTC time as the log writes it: ISO 8601, microseconds, ``Z`` (so that two of them
+    compare as text in time order)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def now() -> str:
-    """The current UTC time as ISO 8601 with microseconds (the log's timestamps)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """The current UTC time as the log writes it."""
+    return timestamp(datetime.now(UTC))
 
 
 GENESIS = bytes(32)
@@ -515,7 +522,6 @@ def verify_log(
     last: tuple[Any, ...] | None = None
     expected = 0
     kid = public.key_id
-    sha256 = hashlib.sha256
     for seq, at, actor, action, target, outcome, leaf in entry_rows:
         if seq != expected:
             raise VerificationError(
@@ -549,7 +555,7 @@ def verify_log(
                 f"tree head at size {expected} names key {hkid[:16]}..., "
                 f"not the log key {kid[:16]}..."
             )
-        link = sha256(head_message(size, root, hat, prev) + sig).digest()  # chain()
+        link = chain(size, root, hat, prev, sig)
         last = (size, root, hat, hkid, sig, prev)
     extra = next(heads, None)
     if extra is not None:

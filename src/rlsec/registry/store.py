@@ -18,7 +18,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +48,7 @@ from rlsec.registry.access import (
     parse_token,
     secret_matches,
 )
-from rlsec.registry.artifacts import ArtifactStore
+from rlsec.registry.artifacts import ArtifactStore, write_whole
 from rlsec.registry.db import (
     ApprovalRow,
     AuditStateRow,
@@ -115,17 +115,6 @@ class _Denied(Exception):
     def __init__(self, actor: str, reason: str) -> None:
         super().__init__(reason)
         self.actor, self.reason = actor, reason
-
-
-def _private_write(path: Path, data: bytes) -> None:
-    """Write a secret file readable by its owner only (created 0600, then renamed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Registry:
@@ -197,7 +186,7 @@ class Registry:
         keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.log_key_path.exists():
             key = audit.LogKey.generate()
-            _private_write(self.log_key_path, key.pem())
+            write_whole(self.log_key_path, key.pem())  # mode 0600
             self.log_public_path.write_bytes(key.public().pem())
         with self._write() as s:
             p = self._add_principal(s, admin, "person", frozenset({"admin"}))
@@ -261,13 +250,7 @@ class Registry:
         target: str,
         change: Callable[[Session, Principal], _T],
     ) -> _T:
-        try:
-            with self._write() as s:
-                p = self._authorize(s, token, operation)
-                return change(s, p)
-        except _Denied as d:
-            self._deny(d, operation, target)
-            raise AccessDenied(d.reason) from None
+        return self._call(token, operation, target, change, self._write)
 
     def _query(
         self,
@@ -276,10 +259,21 @@ class Registry:
         target: str,
         look: Callable[[Session, Principal], _T],
     ) -> _T:
+        return self._call(token, operation, target, look, self._read)
+
+    def _call(
+        self,
+        token: str | None,
+        operation: str,
+        target: str,
+        body: Callable[[Session, Principal], _T],
+        transaction: Callable[[], AbstractContextManager[Session]],
+    ) -> _T:
+        """Authorise, then run ``body`` in ``transaction``; a refusal is audited, then
+        raised as :class:`AccessDenied`."""
         try:
-            with self._read() as s:
-                p = self._authorize(s, token, operation)
-                return look(s, p)
+            with transaction() as s:
+                return body(s, self._authorize(s, token, operation))
         except _Denied as d:
             self._deny(d, operation, target)
             raise AccessDenied(d.reason) from None
@@ -316,9 +310,8 @@ class Registry:
     ) -> str:
         token, tid, digest = new_token()
         expires = None
-        if expires_in is not None:
-            expires = (datetime.now(UTC) + expires_in).isoformat(timespec="microseconds")
-            expires = expires.replace("+00:00", "Z")
+        if expires_in is not None:  # the log's format: compared as text with audit.now()
+            expires = audit.timestamp(datetime.now(UTC) + expires_in)
         s.add(
             TokenRow(
                 id=tid,
