@@ -292,13 +292,15 @@ def _verify(ref: Ref) -> None:
 def _attach(
     ref: Ref,
     evidence: Annotated[Path, typer.Argument(help="results.json of rlsec redteam or verify.")],
+    key: Annotated[Path, typer.Option(help="Your private signing key (PEM): you sign it.")],
 ) -> None:
-    """Attach red-team or verification results to a version."""
+    """Attach red-team or verification results to a version, signed by you (gates count
+    evidence from evaluators and reviewers other than the version's pusher)."""
     try:
         body = evidence.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {evidence}: {exc}") from None
-    digest = _registry().attach(_token(), ref, body)
+    digest = _registry().attach(_token(), ref, body, key=_read_key(key))
     out.print(f"attached {evidence} to {ref} (sha256 {digest[:16]}...)")
 
 

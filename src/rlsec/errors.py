@@ -112,7 +112,10 @@ class IntegrityViolation(RLSecError, RuntimeError):
 
 class VerificationError(RLSecError, ValueError):
     """A signature, digest, Merkle proof or audit log does not verify; the message says
-    which check failed and on what."""
+    which check failed and on what. Where the registry recorded the failure, ``finding`` is
+    the :class:`rlsec.core.Finding` it recorded."""
+
+    finding: object | None = None
 
 
 class AccessDenied(RLSecError, PermissionError):

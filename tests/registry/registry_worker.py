@@ -48,7 +48,7 @@ def main() -> None:
             if op == "push":
                 pushed.append(reg.push(trainer, zoo, name=f"p{rng.randrange(2)}", key=key).ref)
             elif op == "attach":
-                reg.attach(trainer, rng.choice(mine or others), evidence)
+                reg.attach(trainer, rng.choice(mine or others), evidence, key=key)
             elif op == "approve":
                 reg.approve(reviewer, rng.choice(others + mine), "staging")
             elif op == "token":

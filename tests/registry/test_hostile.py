@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from registry_helpers import Team
+from registry_helpers import Team, forge
+from rlsec.core import Finding, Severity
 from rlsec.errors import AccessDenied, PolicyLoadError, UnsafeArtifact, VerificationError
 from rlsec.policies import zoo_path
 from rlsec.registry import signing
@@ -35,8 +37,9 @@ class _TouchOnUnpickle:
 
 
 def _set_version(team: Team, number: int, **values: Any) -> None:
-    with Session(team.reg.engine) as s, s.begin():
-        s.execute(update(VersionRow).where(VersionRow.number == number).values(**values))
+    """Change a version's row with a forged audit entry binding it (see ``forge``): these
+    tests are of the checks behind the state binding."""
+    forge(team.reg, VersionRow, VersionRow.number == number, **values)
 
 
 def _row(team: Team, number: int) -> VersionRow:
@@ -45,11 +48,22 @@ def _row(team: Team, number: int) -> VersionRow:
 
 
 def _refused(team: Team, ref: str, tmp_path: Path, match: str) -> None:
-    with pytest.raises(VerificationError, match=match):
+    """Both ways of reading the version are refused with ``match``; each refusal is an audit
+    entry naming the reader and the reason, and carries its finding."""
+    before = len(team.reg.audit_entries(team["auditor"]))
+    with pytest.raises(VerificationError, match=match) as loaded:
         team.reg.load_verified(team["viewer"], ref)
-    with pytest.raises(VerificationError, match=match):
+    with pytest.raises(VerificationError, match=match) as pulled:
         team.reg.pull(team["viewer"], ref, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    logged = team.reg.audit_entries(team["auditor"])[before:]
+    refusals = [e for e in logged if e.action == "refused:read"]
+    assert [(e.actor, e.target, e.outcome) for e in refusals] == [("viewer", ref, "refused")] * 2
+    assert all(re.search(match, e.detail["reason"]) for e in refusals)
+    for exc in (loaded.value, pulled.value):
+        finding = exc.finding
+        assert isinstance(finding, Finding) and finding.severity >= Severity.HIGH
+        assert finding.to_dict() == refusals[0].detail["finding"]
 
 
 def test_weights_changed_on_disk_are_refused(team: Team, tmp_path: Path) -> None:
@@ -85,7 +99,7 @@ def test_versions_signed_by_a_revoked_key_no_longer_load(team: Team, tmp_path: P
     team.reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)
     kid = signing.key_id(signing.public_pem(team.key))
     team.reg.revoke_key(team["trainer"], kid, "laptop stolen")
-    _refused(team, "cartpole@1", tmp_path, "not a trusted key")
+    _refused(team, "cartpole@1", tmp_path, "was revoked at")
     with pytest.raises(AccessDenied, match="revoked"):
         team.reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)
     with Session(team.reg.engine) as s:

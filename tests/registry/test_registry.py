@@ -77,10 +77,10 @@ def test_evidence_must_be_about_the_version(team: Team) -> None:
     reg = team.reg
     reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)
     with pytest.raises(ConfigError, match="evidence must be about the version"):
-        reg.attach(team["trainer"], "cartpole@1", redteam_doc(400, sha="0" * 64))
+        reg.attach(team["trainer"], "cartpole@1", redteam_doc(400, sha="0" * 64), key=team.key)
     with pytest.raises(ConfigError, match="must be one of"):
-        reg.attach(team["trainer"], "cartpole@1", json.dumps({"policy": {}}).encode())
-    digest = reg.attach(team["trainer"], "cartpole@1", redteam_doc(400))
+        reg.attach(team["trainer"], "cartpole@1", json.dumps({"policy": {}}).encode(), key=team.key)
+    digest = reg.attach(team["trainer"], "cartpole@1", redteam_doc(400), key=team.key)
     assert reg.show(team["viewer"], "cartpole@1")["evidence"][0]["sha256"] == digest
 
 
@@ -98,7 +98,7 @@ def test_separation_of_duties_and_k_approvals_gate_production(team: Team) -> Non
     with pytest.raises(ConfigError, match="already approved"):
         reg.approve(team["reviewer"], "cartpole@1", "staging")
     reg.promote(team["deployer"], "cartpole@1", "staging")
-    reg.attach(team["trainer"], "cartpole@1", redteam_doc(400))
+    team.attach("cartpole@1", redteam_doc(400))
     reg.approve(team["reviewer"], "cartpole@1", "production")
     with pytest.raises(GateRefused, match=r"2 approvals .* 1 given"):
         reg.promote(team["deployer"], "cartpole@1", "production")
@@ -123,15 +123,15 @@ def test_gate_thresholds_are_the_admins_and_every_result_must_meet_them(team: Te
     reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)
     with pytest.raises(GateRefused, match="no red-team results"):
         reg.promote(team["deployer"], "cartpole@1", "staging")
-    reg.attach(team["trainer"], "cartpole@1", redteam_doc(250))
-    reg.attach(team["trainer"], "cartpole@1", redteam_doc(450))  # a kinder one hides nothing
+    team.attach("cartpole@1", redteam_doc(250))
+    team.attach("cartpole@1", redteam_doc(450))  # a kinder one hides nothing
     with pytest.raises(GateRefused, match="worst-case return 250"):
         reg.promote(team["deployer"], "cartpole@1", "staging")
     reg.push(team["trainer"], ZOO, name="cartpole", key=team.key)
-    reg.attach(team["trainer"], "cartpole@2", redteam_doc(450, eps=0.1))
+    team.attach("cartpole@2", redteam_doc(450, eps=0.1))
     with pytest.raises(GateRefused, match="no attached red-team result measured"):
         reg.promote(team["deployer"], "cartpole@2", "staging")
-    reg.attach(team["trainer"], "cartpole@2", redteam_doc(301))
+    team.attach("cartpole@2", redteam_doc(301))
     assert reg.promote(team["deployer"], "cartpole@2", "staging").stage == "staging"
 
 
@@ -139,7 +139,7 @@ def _to_production(team: Team, ref: str) -> None:
     reg = team.reg
     reg.approve(team["reviewer"], ref, "staging")
     reg.promote(team["deployer"], ref, "staging")
-    reg.attach(team["trainer"], ref, redteam_doc(400))
+    team.attach(ref, redteam_doc(400))
     reg.approve(team["reviewer"], ref, "production")
     reg.approve(team["reviewer2"], ref, "production")
     reg.promote(team["deployer"], ref, "production")

@@ -59,6 +59,7 @@ def test_an_operator_session_from_init_to_rollback(
         ("tom", "trainer"),
         ("rita", "reviewer"),
         ("rob", "reviewer"),
+        ("eve", "evaluator"),
         ("dana", "deployer"),
         ("ann", "auditor"),
     ):
@@ -69,6 +70,9 @@ def test_an_operator_session_from_init_to_rollback(
     assert key.stat().st_mode & 0o077 == 0
     cli("keys", "generate", "--out", str(key), code=2)  # never overwrites a key
     cli("keys", "register", str(key) + ".pub", token=tokens["tom"])
+    eve_key = tmp_path / "eve.pem"
+    cli("keys", "generate", "--out", str(eve_key))
+    cli("keys", "register", str(eve_key) + ".pub", token=tokens["eve"])
     for _ in range(2):
         pushed = cli(
             "registry",
@@ -114,9 +118,15 @@ def test_an_operator_session_from_init_to_rollback(
         evidence.write_text(
             json.dumps({"kind": "redteam", "policy": {"sha256": shown["files"]["spec.json"]}})
         )
-        cli("registry", "attach", ref, str(evidence), token=tokens["tom"])
+        # the pusher's own evidence never counts toward its gate
+        cli("registry", "attach", ref, str(evidence), "--key", str(key), token=tokens["tom"])
         for reviewer in ("rita", "rob"):
             cli("registry", "approve", ref, "--stage", "production", token=tokens[reviewer])
+        refused = cli(
+            "registry", "promote", ref, "--stage", "production", token=tokens["dana"], code=6
+        )
+        assert "the pusher's own evidence never does" in refused
+        cli("registry", "attach", ref, str(evidence), "--key", str(eve_key), token=tokens["eve"])
         assert "now in production" in cli(
             "registry", "promote", ref, "--stage", "production", token=tokens["dana"]
         )

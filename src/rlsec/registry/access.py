@@ -6,6 +6,8 @@ reviewers, so no single account can both push and wave a version into production
 =========  =====================================================================
 viewer     read (list, show, pull)
 trainer    read, push versions, attach evidence, register and revoke own keys
+evaluator  read, attach signed evidence (red-team, verification results that gates count),
+           register and revoke own keys
 reviewer   read, approve, attach evidence, register and revoke own keys
 deployer   read, promote, roll back, quarantine
 auditor    read the audit log (verify, proofs, export)
@@ -35,6 +37,7 @@ __all__ = [
     "Principal",
     "allowed",
     "check_name",
+    "check_policy_name",
     "hash_secret",
     "new_token",
     "parse_roles",
@@ -42,26 +45,27 @@ __all__ = [
     "secret_matches",
 ]
 
-ROLES = ("viewer", "trainer", "reviewer", "deployer", "auditor", "admin")
+ROLES = ("viewer", "trainer", "evaluator", "reviewer", "deployer", "auditor", "admin")
 
 #: operation -> roles that may perform it
 OPERATIONS: dict[str, frozenset[str]] = {
-    "read": frozenset({"viewer", "trainer", "reviewer", "deployer", "admin"}),
+    "read": frozenset({"viewer", "trainer", "evaluator", "reviewer", "deployer", "admin"}),
     "push": frozenset({"trainer", "admin"}),
-    "attach": frozenset({"trainer", "reviewer", "admin"}),
+    "attach": frozenset({"trainer", "evaluator", "reviewer", "admin"}),
     "approve": frozenset({"reviewer"}),
     "promote": frozenset({"deployer", "admin"}),
     "rollback": frozenset({"deployer", "admin"}),
     "quarantine": frozenset({"deployer", "admin"}),
     "release": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
-    "own-keys": frozenset({"trainer", "reviewer", "admin"}),
+    "own-keys": frozenset({"trainer", "evaluator", "reviewer", "admin"}),
     "delete": frozenset({"admin"}),
     "admin": frozenset({"admin"}),
 }
 
 _TOKEN = re.compile(r"rlsec_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+_POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,23 @@ def parse_roles(text: str | list[str] | tuple[str, ...]) -> frozenset[str]:
 
 
 def check_name(name: str, what: str = "name") -> str:
+    """A principal's name: 1-128 letters, digits, ``.``, ``_``, ``@`` (for e-mail
+    addresses) or ``-``."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             f"{what} must be 1-128 letters, digits, '.', '_', '@' or '-' starting with a letter "
             f"or digit, got {name!r:.80}"
+        )
+    return name
+
+
+def check_policy_name(name: str) -> str:
+    """A policy's name: as :func:`check_name` but without ``@``, which separates a name
+    from its version in a reference (``name@3``)."""
+    if not isinstance(name, str) or not _POLICY_NAME.fullmatch(name):
+        raise ConfigError(
+            "a policy name must be 1-128 letters, digits, '.', '_' or '-' starting with a "
+            f"letter or digit ('@' separates a name from its version), got {name!r:.80}"
         )
     return name
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from rlsec.errors import ConfigError, VerificationError
 from rlsec.registry import merkle
-from rlsec.registry.db import AuditEntryRow, AuditHeadRow, AuditNodeRow, AuditStateRow
+from rlsec.registry.db import AuditEntryRow, AuditHeadRow, AuditNodeRow, AuditStateRow, Bound
 
 __all__ = [
     "GENESIS",
@@ -50,6 +50,7 @@ __all__ = [
     "LogReport",
     "SignedHead",
     "append",
+    "bounded",
     "chain",
     "consistency",
     "entries",
@@ -62,7 +63,10 @@ __all__ = [
     "verify_log",
 ]
 
-_LEAF_VERSION = 1
+#: leaf format 2 adds ``state``: the rows the entry's change set, by key, with their digests
+#: (:mod:`rlsec.registry.state`); format 1 leaves (no state) still verify
+_LEAF_VERSION = 2
+_LEAF_VERSIONS = (1, 2)
 
 
 def timestamp(when: datetime) -> str:
@@ -182,11 +186,13 @@ class Entry:
     before: Any
     after: Any
     detail: Mapping[str, Any]
+    state: Mapping[str, str] = field(default_factory=dict)
+    v: int = _LEAF_VERSION
 
     def leaf(self) -> bytes:
         """Canonical JSON: the bytes the Merkle leaf hash is taken over."""
-        body = {
-            "v": _LEAF_VERSION,
+        body: dict[str, Any] = {
+            "v": self.v,
             "seq": self.seq,
             "at": self.at,
             "actor": self.actor,
@@ -197,6 +203,8 @@ class Entry:
             "after": self.after,
             "detail": dict(self.detail),
         }
+        if self.v >= 2:
+            body["state"] = dict(self.state)
         return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
@@ -210,10 +218,12 @@ class Entry:
             body = json.loads(row.leaf)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise VerificationError(f"audit entry {row.seq}: its leaf is not JSON") from None
-        if not isinstance(body, dict) or body.get("v") != _LEAF_VERSION:
+        if not isinstance(body, dict) or body.get("v") not in _LEAF_VERSIONS:
             raise VerificationError(f"audit entry {row.seq}: unknown leaf format")
         try:
             entry = cls(
+                v=body["v"],
+                state=body["state"] if body["v"] >= 2 else {},
                 seq=body["seq"],
                 at=body["at"],
                 actor=body["actor"],
@@ -331,13 +341,35 @@ def append(
     before: Any = None,
     after: Any = None,
     detail: Mapping[str, Any] | None = None,
+    rows: Iterable[Bound] = (),
 ) -> Entry:
-    """Append an entry in the caller's transaction (commits with it, or not at all)."""
+    """Append an entry in the caller's transaction (commits with it, or not at all).
+
+    ``rows``: the bound rows the change set; the entry records their digests and each row
+    records the entry (:mod:`rlsec.registry.state`)."""
+    from rlsec.registry.state import state_of
+
+    rows = list(rows)
+    if rows:
+        session.flush()  # primary keys and final column values
     state = session.execute(
         select(AuditStateRow).where(AuditStateRow.id == 1).with_for_update()
     ).scalar_one()
     seq = int(state.size)
-    entry = Entry(seq, now(), actor, action, target, outcome, before, after, dict(detail or {}))
+    entry = Entry(
+        seq,
+        now(),
+        bounded(actor, 128),
+        action,
+        bounded(target, 256),
+        outcome,
+        before,
+        after,
+        dict(detail or {}),
+        state_of(rows),
+    )
+    for r in rows:
+        r.audit_seq = seq
     leaf = entry.leaf()
     reader = _SessionNodes(session)
     new = merkle.completed_nodes(seq, merkle.leaf_hash(leaf), reader)
@@ -345,9 +377,9 @@ def append(
         AuditEntryRow(
             seq=seq,
             at=entry.at,
-            actor=actor,
+            actor=entry.actor,
             action=action,
-            target=target,
+            target=entry.target,
             outcome=outcome,
             leaf=leaf,
         )
@@ -465,6 +497,10 @@ class LogReport:
     heads: int
     nodes: int
     head: SignedHead | None
+    #: row key -> (sequence number, digest) of the last entry that set the row
+    state: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    #: bound rows checked against ``state`` (0 when only the log was verified)
+    rows: int = 0
 
 
 def verify_log(
@@ -520,6 +556,7 @@ def verify_log(
     )
     link = GENESIS
     last: tuple[Any, ...] | None = None
+    latest: dict[str, tuple[int, str]] = {}
     expected = 0
     kid = public.key_id
     for seq, at, actor, action, target, outcome, leaf in entry_rows:
@@ -530,7 +567,12 @@ def verify_log(
                 else f"audit entry {seq} appears out of order"
             )
         leaf = bytes(leaf)
-        _check_columns(seq, (seq, at, actor, action, target, outcome), leaf)
+        body = _check_columns(seq, (seq, at, actor, action, target, outcome), leaf)
+        said = body.get("state", {})
+        if not isinstance(said, dict):
+            raise VerificationError(f"audit entry {seq}: its state is not an object")
+        for k, d in said.items():
+            latest[k] = (seq, d)
         h = merkle.leaf_hash(leaf)
         acc.append(h)
         leaves.append(h)
@@ -575,24 +617,37 @@ def verify_log(
     n_nodes = _verify_nodes(session, leaves, batch)
     if witness is not None:
         _check_witness(session, witness, public, expected)
-    return LogReport(entries=expected, heads=expected, nodes=n_nodes, head=head)
+    return LogReport(entries=expected, heads=expected, nodes=n_nodes, head=head, state=latest)
 
 
 _COLUMNS = ("seq", "at", "actor", "action", "target", "outcome")
 
 
-def _check_columns(seq: int, columns: tuple[Any, ...], leaf: bytes) -> None:
-    """An entry's indexed columns must say what its hashed leaf says."""
+def _check_columns(seq: int, columns: tuple[Any, ...], leaf: bytes) -> dict[str, Any]:
+    """An entry's indexed columns must say what its hashed leaf says; returns the leaf."""
     try:
         body = json.loads(leaf)
         said = tuple(body[k] for k in _COLUMNS)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise VerificationError(f"audit entry {seq}: its leaf is not a valid entry") from None
-    if columns != said or body.get("v") != _LEAF_VERSION:
+    if columns != said or body.get("v") not in _LEAF_VERSIONS:
         raise VerificationError(
             f"audit entry {seq}: its columns do not match its hashed leaf "
             f"(leaf says entry {said[0]}, {said[3]} on {said[4]} by {said[2]})"
         )
+    return dict(body)
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` as the log may hold it: NUL and other control characters escaped, at most
+    ``limit`` characters (a longer one is cut and says how long it was), so a hostile
+    reference can neither break the database driver nor flood the log."""
+    whole = str(text)
+    clean = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in whole[:limit])
+    if len(whole) <= limit and len(clean) <= limit:
+        return clean
+    tail = f"...({len(whole)} chars)"
+    return clean[: limit - len(tail)] + tail
 
 
 def _verify_nodes(session: Session, leaves: list[bytes], batch: int) -> int:

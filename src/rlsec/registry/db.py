@@ -6,6 +6,11 @@ by one release is upgraded in place by the next. Rows that record history are ne
 versions, evidence, approvals, audit entries, tree heads and Merkle nodes are insert-only;
 what changes (a version's stage, a token's or key's revocation) is a column whose every
 change has its audit entry in the same transaction.
+
+Every row that decides an authorisation (the :class:`Bound` tables) carries ``audit_seq``,
+the sequence number of the audit entry that last set it; that entry records the SHA-256 of
+the row's columns (:mod:`rlsec.registry.state`), so a row edited in the database no longer
+matches its entry.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "AuditNodeRow",
     "AuditStateRow",
     "Base",
+    "Bound",
     "EvidenceRow",
     "KeyRow",
     "PolicyRow",
@@ -56,7 +62,14 @@ class Base(DeclarativeBase):
     pass
 
 
-class PrincipalRow(Base):
+class Bound:
+    """A row bound to the audit log: ``audit_seq`` is the entry that last set it (its
+    columns' digest is in that entry)."""
+
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class PrincipalRow(Bound, Base):
     """A person or a service; ``roles`` is a sorted, comma-separated list."""
 
     __tablename__ = "principals"
@@ -68,7 +81,7 @@ class PrincipalRow(Base):
     disabled_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
-class TokenRow(Base):
+class TokenRow(Bound, Base):
     """An API token: only the SHA-256 of its secret is stored."""
 
     __tablename__ = "tokens"
@@ -81,7 +94,7 @@ class TokenRow(Base):
     revoked_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
-class KeyRow(Base):
+class KeyRow(Bound, Base):
     """A trusted signing key of a principal, by id (SHA-256 of its public PEM)."""
 
     __tablename__ = "signing_keys"
@@ -93,14 +106,14 @@ class KeyRow(Base):
     revoked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class PolicyRow(Base):
+class PolicyRow(Bound, Base):
     __tablename__ = "policies"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[str] = mapped_column(String(40))
 
 
-class VersionRow(Base):
+class VersionRow(Bound, Base):
     """An immutable version: its signed bundle, file digests and provenance never change;
     only ``stage`` moves (and each move is a :class:`StageChangeRow` and an audit entry)."""
 
@@ -118,9 +131,12 @@ class VersionRow(Base):
     pushed_at: Mapped[str] = mapped_column(String(40))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"), nullable=True)
     stage: Mapped[str] = mapped_column(String(16))
+    #: raised by every quarantine and release: approvals and evidence of an earlier epoch
+    #: no longer count
+    epoch: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
-class StageChangeRow(Base):
+class StageChangeRow(Bound, Base):
     """Every stage move of a version, in order (rollback reads production's history)."""
 
     __tablename__ = "stage_changes"
@@ -134,8 +150,9 @@ class StageChangeRow(Base):
     reason: Mapped[str] = mapped_column(Text)
 
 
-class EvidenceRow(Base):
-    """A red-team or verification result attached to a version (the JSON, byte for byte)."""
+class EvidenceRow(Bound, Base):
+    """A red-team or verification result attached to a version (the JSON, byte for byte),
+    with the attaching principal's signature over it (``bundle``, by ``signer_key_id``)."""
 
     __tablename__ = "evidence"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -145,9 +162,12 @@ class EvidenceRow(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     attached_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     attached_at: Mapped[str] = mapped_column(String(40))
+    epoch: Mapped[int] = mapped_column(Integer, server_default="0")
+    signer_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    bundle: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
-class ApprovalRow(Base):
+class ApprovalRow(Bound, Base):
     __tablename__ = "approvals"
     __table_args__ = (UniqueConstraint("version_id", "stage", "reviewer_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -156,9 +176,10 @@ class ApprovalRow(Base):
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     at: Mapped[str] = mapped_column(String(40))
     comment: Mapped[str] = mapped_column(Text)
+    epoch: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
-class SettingRow(Base):
+class SettingRow(Bound, Base):
     """Registry-wide settings set by an admin (the gate policy), each change audited."""
 
     __tablename__ = "settings"

@@ -12,7 +12,17 @@ whoever promotes cannot bring a laxer one. Each rule may ask for:
   hide an earlier bad one), ``min_clean_return``;
 * ``verification``: attached ``rlsec verify`` results; ``all_hold`` (every qualitative
   property verified true) and ``properties``: ``[{"property": "...", "max": x}]`` or
-  ``"min"`` or ``"holds": true``, each of which must have an attached result.
+  ``"min"`` or ``"holds": true``, each of which must have an attached result;
+* ``evidence_from``: the roles whose signed evidence counts (default ``["evaluator",
+  "reviewer"]``). Evidence counts only if its attacher signed it with a registered,
+  unrevoked key, holds one of these roles and is not disabled when the gate is checked, is
+  not the version's pusher, and attached it in the version's current epoch (a quarantine
+  or release starts a new one).
+
+Every number a gate reads must be a finite number and every verdict a boolean: a NaN, an
+infinity, a string or a missing field in an attached result fails the gate, with a message
+(``x < limit`` is false for NaN, so each comparison is written to pass only finite numbers
+inside the limit).
 
 Example:
     >>> rules = parse_gates({"production": {"approvals": 2, "redteam": {"epsilon": 0.05,
@@ -39,6 +49,7 @@ DEFAULT_GATES: dict[str, Any] = {
     "production": {"approvals": 2, "redteam": {}},
 }
 _REDTEAM_KEYS = {"epsilon", "eps_unit", "min_worst_case_return", "min_clean_return"}
+DEFAULT_EVIDENCE_FROM = ("evaluator", "reviewer")
 _PROPERTY_KEYS = {"property", "max", "min", "holds"}
 
 
@@ -48,12 +59,14 @@ class Rule:
     redteam: Mapping[str, Any] | None = None
     verification: Mapping[str, Any] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    evidence_from: frozenset[str] = frozenset(DEFAULT_EVIDENCE_FROM)
 
 
 def _number(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ConfigError(f"{where} must be a finite number, got {v!r}")
-    return float(v)
+    got = _finite(v)
+    if got is None:
+        raise ConfigError(f"{where} must be a finite number, got {v!r:.40}")
+    return got
 
 
 def parse_gates(doc: Any) -> dict[str, Rule]:
@@ -73,7 +86,7 @@ def parse_gates(doc: Any) -> dict[str, Rule]:
         where = f"gates.{stage}"
         if not isinstance(body, dict):
             raise ConfigError(f"{where} must be an object, got {body!r:.80}")
-        extra = sorted(set(body) - {"approvals", "redteam", "verification"})
+        extra = sorted(set(body) - {"approvals", "redteam", "verification", "evidence_from"})
         if extra:
             raise ConfigError(f"{where}: unknown keys {extra}")
         default_k = DEFAULT_GATES[stage]["approvals"]
@@ -89,6 +102,8 @@ def parse_gates(doc: Any) -> dict[str, Rule]:
             for key in ("epsilon", "min_worst_case_return", "min_clean_return"):
                 if key in red:
                     _number(red[key], f"{where}.redteam.{key}")
+            if "eps_unit" in red and red["eps_unit"] not in ("raw", "std"):
+                raise ConfigError(f"{where}.redteam.eps_unit must be raw or std")
             if "min_worst_case_return" in red and "epsilon" not in red:
                 raise ConfigError(f"{where}.redteam.min_worst_case_return needs an epsilon")
         ver = body.get("verification")
@@ -108,7 +123,26 @@ def parse_gates(doc: Any) -> dict[str, Rule]:
                 for key in ("max", "min"):
                     if key in prop:
                         _number(prop[key], f"{where}.verification.properties[{i}].{key}")
-        rules[stage] = Rule(approvals=k, redteam=red, verification=ver, raw=body)
+                if "holds" in prop and not isinstance(prop["holds"], bool):
+                    raise ConfigError(
+                        f"{where}.verification.properties[{i}].holds must be true or false"
+                    )
+            if "all_hold" in ver and not isinstance(ver["all_hold"], bool):
+                raise ConfigError(f"{where}.verification.all_hold must be true or false")
+            if not isinstance(ver.get("properties", []), list):
+                raise ConfigError(f"{where}.verification.properties must be a list")
+        who = body.get("evidence_from", list(DEFAULT_EVIDENCE_FROM))
+        if not isinstance(who, list) or not who or not all(isinstance(r, str) for r in who):
+            raise ConfigError(f"{where}.evidence_from must be a non-empty list of roles")
+        from rlsec.registry.access import parse_roles
+
+        rules[stage] = Rule(
+            approvals=k,
+            redteam=red,
+            verification=ver,
+            raw=body,
+            evidence_from=parse_roles(who),
+        )
     return rules
 
 
@@ -135,15 +169,31 @@ def check_gate(
     return missing
 
 
+def _finite(v: Any) -> float | None:
+    """``v`` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:  # an int too large for a float
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _check_redteam(want: Mapping[str, Any], docs: list[Mapping[str, Any]]) -> list[str]:
     if not docs:
         return ["no red-team results are attached"]
     out: list[str] = []
     if "min_clean_return" in want:
+        floor = float(want["min_clean_return"])
         for d in docs:
-            clean = d.get("clean", {}).get("mean_return")
-            if not isinstance(clean, int | float) or clean < want["min_clean_return"]:
-                out.append(f"clean return {clean} is below the gate's {want['min_clean_return']}")
+            clean = d.get("clean") if isinstance(d, Mapping) else None
+            raw = clean.get("mean_return") if isinstance(clean, Mapping) else None
+            got = _finite(raw)
+            if got is None:
+                out.append(f"clean return {raw!r:.40} is not a finite number")
+            elif not got >= floor:
+                out.append(f"clean return {raw} is below the gate's {floor:g}")
     if "epsilon" in want:
         eps = float(want["epsilon"])
         unit = want.get("eps_unit")
@@ -151,18 +201,31 @@ def _check_redteam(want: Mapping[str, Any], docs: list[Mapping[str, Any]]) -> li
         for d in docs:
             if unit is not None and d.get("eps_unit") != unit:
                 continue
-            for row in d.get("worst_case", []):
-                if row.get("surface") != "observation" or not isinstance(
-                    row.get("epsilon"), int | float
-                ):
+            rows = d.get("worst_case", [])
+            if not isinstance(rows, list):
+                out.append(f"worst_case of an attached result is not a list: {rows!r:.40}")
+                continue
+            for row in rows:
+                if not isinstance(row, Mapping) or row.get("surface") != "observation":
                     continue
-                if not math.isclose(float(row["epsilon"]), eps, rel_tol=1e-9, abs_tol=1e-12):
+                at = _finite(row.get("epsilon"))
+                if at is None:
+                    out.append(
+                        f"a worst-case row's ε is not a finite number: {row.get('epsilon')!r:.40}"
+                    )
+                    continue
+                if not math.isclose(at, eps, rel_tol=1e-9, abs_tol=1e-12):
                     continue
                 seen = True
-                got = row.get("mean_return")
-                floor = want.get("min_worst_case_return")
-                if floor is not None and (not isinstance(got, int | float) or got < floor):
-                    out.append(f"worst-case return {got} at ε = {eps} is below the gate's {floor}")
+                raw = row.get("mean_return")
+                got = _finite(raw)
+                least = want.get("min_worst_case_return")
+                if least is None:
+                    continue
+                if got is None:
+                    out.append(f"worst-case return {raw!r:.40} at ε = {eps} is not a finite number")
+                elif not got >= float(least):
+                    out.append(f"worst-case return {raw} at ε = {eps} is below the gate's {least}")
         if not seen:
             what = f"ε = {eps}" + (f" ({unit})" if unit else "")
             out.append(f"no attached red-team result measured the worst case at {what}")
@@ -175,20 +238,32 @@ def _check_verification(want: Mapping[str, Any], docs: list[Mapping[str, Any]]) 
     out: list[str] = []
     if want.get("all_hold"):
         for d in docs:
-            if d.get("result") is False:
-                out.append(f"verified property {d.get('property')!r} does not hold")
+            r = d.get("result")
+            if isinstance(r, bool):
+                if r is False:
+                    out.append(f"verified property {d.get('property')!r:.80} does not hold")
+            elif _finite(r) is None:
+                out.append(
+                    f"verified property {d.get('property')!r:.80} has a result that is neither "
+                    f"a verdict (true/false) nor a finite number: {r!r:.40}"
+                )
     for prop in want.get("properties", []):
-        rows = [d for d in docs if d.get("property") == prop["property"]]
+        name = prop["property"]
+        rows = [d for d in docs if d.get("property") == name]
         if not rows:
-            out.append(f"no verification result for {prop['property']!r} is attached")
+            out.append(f"no verification result for {name!r} is attached")
         for d in rows:
             r = d.get("result")
-            if "holds" in prop and r is not prop["holds"]:
-                out.append(f"{prop['property']!r} is {r}, the gate needs {prop['holds']}")
+            if "holds" in prop:
+                if not isinstance(r, bool):
+                    out.append(f"{name!r} has no verdict (true/false), got {r!r:.40}")
+                elif r is not prop["holds"]:
+                    out.append(f"{name!r} is {r}, the gate needs {prop['holds']}")
             for key, ok in (("max", operator.le), ("min", operator.ge)):
                 if key in prop:
-                    if isinstance(r, bool) or not isinstance(r, int | float):
-                        out.append(f"{prop['property']!r} has no numeric result ({r!r})")
-                    elif not ok(float(r), float(prop[key])):
-                        out.append(f"{prop['property']!r} = {r}, the gate's {key} is {prop[key]}")
+                    got = _finite(r)
+                    if got is None:
+                        out.append(f"{name!r} has no finite numeric result ({r!r:.40})")
+                    elif not ok(got, float(prop[key])):
+                        out.append(f"{name!r} = {r}, the gate's {key} is {prop[key]}")
     return out
