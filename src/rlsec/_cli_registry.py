@@ -74,6 +74,15 @@ def _init(
     print(token)
 
 
+@admin_app.command("upgrade")
+def _upgrade() -> None:
+    """After upgrading rlsec: migrate the schema and bind rows made before rows were bound
+    to the audit log, in one audited entry (needs the log's key, like init)."""
+    reg = _registry()
+    n = reg.upgrade()
+    out.print(f"registry at {reg.url} is up to date; {n} rows bound to the audit log")
+
+
 @principal_app.command("create")
 def _principal_create(
     name: Annotated[str, typer.Argument(help="Principal name.")],

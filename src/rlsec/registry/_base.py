@@ -6,6 +6,7 @@ this one (:mod:`~rlsec.registry.principals`, :mod:`~rlsec.registry.versions`,
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import threading
@@ -30,7 +31,6 @@ from rlsec.registry.access import (
     hash_secret,
     parse_roles,
     parse_token,
-    secret_matches,
 )
 from rlsec.registry.artifacts import ArtifactStore
 from rlsec.registry.db import (
@@ -54,8 +54,6 @@ _T = TypeVar("_T")
 MAX_NUMBER = 2**31 - 1
 _MAX_TEXT = 4096
 _REF = re.compile(r"(?P<name>[^@]{1,128})(?:@(?P<at>[A-Za-z0-9]{1,16}))?")
-#: what an unknown token id is compared against, so both refusals do the same work
-_NO_SECRET = hash_secret("no token has this secret")
 
 
 def check_text(value: Any, what: str, limit: int = _MAX_TEXT) -> str:
@@ -250,14 +248,14 @@ class RegistryBase:
             tid, secret = parse_token(token)
         except ConfigError as exc:
             raise Denied("anonymous", str(exc)) from None
-        # the secret is compared before the row is loaded (and checked against the log), and
-        # an unknown id is compared against a fixed digest: a wrong secret and an unknown id
-        # do the same work, so timing does not tell which token ids exist
-        stored = s.execute(
-            select(TokenRow.secret_sha256).where(TokenRow.id == tid)
+        # the token is found by the digest of its secret, then its id is compared: a wrong
+        # secret and an unknown id are the same miss on the same index, so timing does not
+        # tell which token ids exist (only the SHA-256 of the secret is stored; it is
+        # unique, and 256 random bits)
+        found = s.execute(
+            select(TokenRow.id).where(TokenRow.secret_sha256 == hash_secret(secret))
         ).scalar_one_or_none()
-        matches = secret_matches(secret, _NO_SECRET if stored is None else stored)
-        if stored is None or not matches:
+        if found is None or not hmac.compare_digest(found, tid):
             raise Denied(f"token:{tid}", f"token {tid} is not valid")
         row = s.get(TokenRow, tid)  # loading it checks it against the log
         if row is None:

@@ -169,7 +169,11 @@ class EvidenceRow(Bound, Base):
 
 class ApprovalRow(Bound, Base):
     __tablename__ = "approvals"
-    __table_args__ = (UniqueConstraint("version_id", "stage", "reviewer_id"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "version_id", "stage", "reviewer_id", "epoch", name="uq_approvals_once_per_epoch"
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
     stage: Mapped[str] = mapped_column(String(16))
@@ -233,6 +237,7 @@ class AuditHeadRow(Base):
 
 
 Index("ix_versions_policy_stage", VersionRow.policy_id, VersionRow.stage)
+Index("ix_tokens_secret", TokenRow.secret_sha256, unique=True)
 Index("ix_stage_changes_policy", StageChangeRow.policy_id, StageChangeRow.id)
 
 
@@ -278,13 +283,22 @@ def make_engine(url: str, *, reads: bool = False) -> Engine:
     )
 
 
+#: the PostgreSQL advisory lock that serialises migrations (any fixed 64-bit number)
+_MIGRATION_LOCK = 0x726C736563  # "rlsec"
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent). Processes migrating at the
+    same time take turns: SQLite's ``BEGIN IMMEDIATE`` and, on PostgreSQL, an advisory lock
+    held for the transaction (without it, two first runs both create the tables and one
+    fails)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -4,7 +4,10 @@
   the SHA-256 of its columns);
 * ``epoch`` on versions, evidence and approvals: a quarantine or release raises the version's
   epoch, and only approvals and evidence of the current epoch count;
-* ``signer_key_id`` and ``bundle`` on evidence: the attaching principal's signature.
+* ``signer_key_id`` and ``bundle`` on evidence: the attaching principal's signature;
+* one approval per reviewer, stage *and epoch* (a released version is approved afresh);
+* tokens found by the digest of their secret (a unique index), so that an unknown id and a
+  wrong secret are the same miss.
 
 Rows made before this revision have no binding; :meth:`rlsec.registry.Registry.upgrade`
 binds them in one audited entry.
@@ -23,6 +26,8 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+UNIQUE = "uq_approvals_once_per_epoch"
+OLD_UNIQUE = "approvals_version_id_stage_reviewer_id_key"
 BOUND = (
     "principals",
     "tokens",
@@ -43,9 +48,26 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("epoch", sa.Integer, nullable=False, server_default="0"))
     op.add_column("evidence", sa.Column("signer_key_id", sa.String(64), nullable=True))
     op.add_column("evidence", sa.Column("bundle", sa.LargeBinary, nullable=True))
+    op.create_index("ix_tokens_secret", "tokens", ["secret_sha256"], unique=True)
+    # 0001's approvals constraint has no name of its own: PostgreSQL named it after its
+    # columns; on SQLite it is found by reflection under a naming convention (batch mode
+    # copies the table)
+    new = ["version_id", "stage", "reviewer_id", "epoch"]
+    if op.get_bind().dialect.name == "sqlite":
+        convention = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
+        with op.batch_alter_table("approvals", naming_convention=convention) as batch:
+            batch.drop_constraint("uq_approvals_version_id", type_="unique")
+            batch.create_unique_constraint(UNIQUE, new)
+    else:
+        op.drop_constraint(OLD_UNIQUE, "approvals", type_="unique")
+        op.create_unique_constraint(UNIQUE, "approvals", new)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tokens_secret", "tokens")
+    with op.batch_alter_table("approvals") as batch:
+        batch.drop_constraint(UNIQUE, type_="unique")
+        batch.create_unique_constraint(OLD_UNIQUE, ["version_id", "stage", "reviewer_id"])
     with op.batch_alter_table("evidence") as batch:
         batch.drop_column("bundle")
         batch.drop_column("signer_key_id")
