@@ -74,6 +74,29 @@ def _init(
     print(token)
 
 
+@admin_app.command("quorum")
+def _quorum(k: Annotated[int, typer.Argument(help="Admins needed (1-16).")]) -> None:
+    """Set how many admins must approve privileged grants, gates and the quorum itself."""
+    _registry().set_admin_quorum(_token(), k)
+    out.print(f"admin quorum set to {k}")
+
+
+@admin_app.command("proposals")
+def _proposals() -> None:
+    """Admin actions waiting for the quorum, as JSON."""
+    print(json.dumps(_registry().proposals(_token()), indent=2))
+
+
+@admin_app.command("approve")
+def _approve_admin(proposal: Annotated[int, typer.Argument(help="Proposal number.")]) -> None:
+    """Approve an admin proposal; the one whose approval completes the quorum carries it out
+    (and is shown a token it creates)."""
+    result = _registry().approve_admin(_token(), proposal)
+    out.print(f"approved proposal {proposal}" + ("; done" if result is not None else ""))
+    if isinstance(result, str):
+        print(result)
+
+
 @admin_app.command("upgrade")
 def _upgrade() -> None:
     """After upgrading rlsec: migrate the schema and bind rows made before rows were bound

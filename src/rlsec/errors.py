@@ -23,7 +23,9 @@ family also subclasses the matching built-in, so ``except ValueError`` keeps wor
     ├── AccessDenied (PermissionError)       a registry operation was refused to this
     │                                        principal (the refusal itself was audited)
     └── GateRefused (ValueError)             a promotion's gate is not met (says what is
-                                             missing); nothing moved
+        │                                    missing); nothing moved
+        └── ApprovalPending                  an admin action needs more admins' approval:
+                                             it was recorded as a proposal, not done
 
 Messages say what was expected and what was received.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDenied",
+    "ApprovalPending",
     "AttackNotApplicable",
     "BudgetViolation",
     "ConfigError",
@@ -126,3 +129,12 @@ class AccessDenied(RLSecError, PermissionError):
 class GateRefused(RLSecError, ValueError):
     """A promotion's gate is not met (evidence missing or below threshold, approvals
     short); the version did not move."""
+
+
+class ApprovalPending(GateRefused):
+    """An admin action that needs k admins (the registry's admin quorum) was recorded as a
+    proposal; ``proposal`` is its number, for the other admins to approve."""
+
+    def __init__(self, message: str, proposal: int) -> None:
+        super().__init__(message)
+        self.proposal = proposal

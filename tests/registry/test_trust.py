@@ -473,3 +473,59 @@ def test_a_subject_digest_that_does_not_match_its_resources_is_refused() -> None
     pem = signing.public_pem(key)
     with pytest.raises(VerificationError, match="subject digest does not match"):
         signing.verify(json.dumps(bundle).encode(), {signing.key_id(pem): pem})
+
+
+# -- 13. k of n admins --------------------------------------------------------------------------
+def _two_admins(registry: Registry) -> tuple[str, str]:
+    alice = registry.init("alice")
+    registry.create_principal(alice, "bob", "admin")
+    bob = registry.create_token(alice, "bob")
+    registry.set_admin_quorum(alice, 2)  # the quorum was 1: this takes effect at once
+    return alice, bob
+
+
+def test_one_admin_alone_cannot_grant_reviewer_rights_once_the_quorum_is_two(
+    registry: Registry,
+) -> None:
+    from rlsec.errors import ApprovalPending
+
+    alice, bob = _two_admins(registry)
+    with pytest.raises(ApprovalPending, match="needs 2 admins: recorded as proposal 1") as p:
+        registry.create_principal(alice, "sock", "reviewer")
+    with pytest.raises(ConfigError, match="no principal named 'sock'"):
+        registry.create_token(alice, "sock")  # not created yet
+    with pytest.raises(ConfigError, match="alice already approved proposal 1"):
+        registry.approve_admin(alice, p.value.proposal)
+    assert [x["action"] for x in registry.proposals(bob)] == ["principal.create"]
+    registry.approve_admin(bob, p.value.proposal)
+    assert registry.proposals(bob) == []
+    registry.create_principal(alice, "viewer1", "viewer")  # nothing privileged: no quorum
+    # a token for a reviewer would let one admin act as that reviewer
+    with pytest.raises(ApprovalPending) as t:
+        registry.create_token(alice, "sock")
+    token = registry.approve_admin(bob, t.value.proposal)  # the completing admin receives it
+    assert registry.whoami(token).name == "sock"
+    with pytest.raises(ApprovalPending):
+        registry.set_gates(alice, {"production": {"approvals": 0}})
+    with pytest.raises(ApprovalPending):
+        registry.register_key(alice, signing.public_pem(signing.generate_key()), principal="sock")
+    registry.audit_verify(alice)
+
+
+def test_a_disabled_admins_approval_does_not_complete_a_quorum(registry: Registry) -> None:
+    from rlsec.errors import ApprovalPending
+
+    alice, bob = _two_admins(registry)
+    registry.create_principal(alice, "carol", "viewer")
+    with pytest.raises(ApprovalPending) as p:
+        registry.set_gates(bob, {"production": {"approvals": 0}})
+    registry.disable_principal(alice, "bob", "left")
+    registry.create_principal(alice, "dave", "viewer")
+    registry.approve_admin(alice, p.value.proposal)  # bob's own approval no longer counts
+    assert registry.proposals(alice)[0]["approvers"] == ["bob", "alice"]
+
+
+def test_a_quorum_larger_than_the_admins_is_refused(registry: Registry) -> None:
+    alice = registry.init("alice")
+    with pytest.raises(ConfigError, match="a quorum of 2 needs 2 enabled admins, there are 1"):
+        registry.set_admin_quorum(alice, 2)

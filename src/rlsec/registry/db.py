@@ -48,6 +48,7 @@ __all__ = [
     "KeyRow",
     "PolicyRow",
     "PrincipalRow",
+    "ProposalRow",
     "SettingRow",
     "StageChangeRow",
     "TokenRow",
@@ -189,6 +190,20 @@ class SettingRow(Bound, Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+
+class ProposalRow(Bound, Base):
+    """An admin action waiting for the admin quorum: what (``action``, ``payload``), who
+    proposed it, who approved it (principal ids, the proposer first), and when it was done."""
+
+    __tablename__ = "admin_proposals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[Any] = mapped_column(JSON)
+    proposed_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    at: Mapped[str] = mapped_column(String(40))
+    approvers: Mapped[Any] = mapped_column(JSON)
+    executed_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class AuditStateRow(Base):

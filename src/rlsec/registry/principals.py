@@ -8,19 +8,23 @@ import json
 import os
 import tempfile
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rlsec.errors import ConfigError
+from rlsec.errors import ApprovalPending, ConfigError
 from rlsec.registry import audit, signing
-from rlsec.registry._base import Denied, RegistryBase, check_text
+from rlsec.registry._base import Denied, RegistryBase, _name, check_count, check_text
 from rlsec.registry.access import Principal, check_name, new_token, parse_roles, parse_token
 from rlsec.registry.artifacts import write_whole
-from rlsec.registry.db import KeyRow, PrincipalRow, SettingRow, TokenRow, upgrade
+from rlsec.registry.db import KeyRow, PrincipalRow, ProposalRow, SettingRow, TokenRow, upgrade
 from rlsec.registry.gates import DEFAULT_GATES, parse_gates
 
-__all__ = ["Principals"]
+__all__ = ["PRIVILEGED", "Principals"]
+
+#: roles whose grant, like the gate policy, needs the admin quorum
+PRIVILEGED = frozenset({"admin", "reviewer", "deployer", "evaluator"})
 
 
 class Principals(RegistryBase):
@@ -143,21 +147,25 @@ class Principals(RegistryBase):
     def create_principal(
         self, token: str | None, name: str, roles: str | list[str], kind: str = "person"
     ) -> None:
+        """Create a principal (admin). Granting admin, reviewer, deployer or evaluator needs
+        the admin quorum (:meth:`set_admin_quorum`)."""
         check_name(name, "principal name")
         parsed = parse_roles(roles)
+        if kind not in ("person", "service"):
+            raise ConfigError(f"kind must be person or service, got {kind!r:.40}")
+        payload = {"name": name, "roles": sorted(parsed), "kind": kind}
+        self._admin_action(token, "principal.create", payload, f"principal:{name}")
 
-        def change(s: Session, p: Principal) -> None:
-            row = self._add_principal(s, name, kind, parsed)
-            self._append(
-                s,
-                p.name,
-                "principal.create",
-                f"principal:{name}",
-                after={"kind": kind, "roles": sorted(parsed)},
-                rows=[row],
-            )
-
-        self._mutate(token, "admin", f"principal:{name}", change)
+    def _do_create_principal(self, s: Session, p: Principal, a: dict[str, Any]) -> None:
+        row = self._add_principal(s, a["name"], a["kind"], frozenset(a["roles"]))
+        self._append(
+            s,
+            p.name,
+            "principal.create",
+            f"principal:{a['name']}",
+            after={"kind": a["kind"], "roles": a["roles"]},
+            rows=[row],
+        )
 
     def disable_principal(self, token: str | None, name: str, reason: str) -> None:
         check_text(reason, "reason")
@@ -188,26 +196,31 @@ class Principals(RegistryBase):
         label: str = "",
         expires_in_days: float | None = None,
     ) -> str:
-        """A new token for ``principal`` (admin); returned once."""
+        """A new token for ``principal`` (admin); returned once. A token for a principal
+        holding admin, reviewer, deployer or evaluator needs the admin quorum (else one admin
+        could act as any reviewer); once approved, the admin whose approval completes the
+        quorum receives it."""
         check_text(label, "label", 128)
         if expires_in_days is not None and not (0 < expires_in_days <= 3650):
             raise ConfigError(f"expires_in_days must be in (0, 3650], got {expires_in_days}")
-        life = None if expires_in_days is None else timedelta(days=expires_in_days)
+        payload = {"principal": principal, "label": label, "expires_in_days": expires_in_days}
+        return str(self._admin_action(token, "token.create", payload, f"principal:{principal}"))
 
-        def change(s: Session, p: Principal) -> str:
-            row = self._principal(s, principal)
-            new, trow = self._add_token(s, row, label, life)
-            self._append(
-                s,
-                p.name,
-                "token.create",
-                f"principal:{principal}",
-                after={"token_id": parse_token(new)[0], "expires_in_days": expires_in_days},
-                rows=[trow],
-            )
-            return new
-
-        return self._mutate(token, "admin", f"principal:{principal}", change)
+    def _do_create_token(self, s: Session, p: Principal, a: dict[str, Any]) -> str:
+        row = self._principal(s, a["principal"])
+        days = a["expires_in_days"]
+        new, trow = self._add_token(
+            s, row, a["label"], None if days is None else timedelta(days=days)
+        )
+        self._append(
+            s,
+            p.name,
+            "token.create",
+            f"principal:{a['principal']}",
+            after={"token_id": parse_token(new)[0], "expires_in_days": days},
+            rows=[trow],
+        )
+        return new
 
     def revoke_token(self, token: str | None, token_id: str) -> None:
         def change(s: Session, p: Principal) -> None:
@@ -232,28 +245,33 @@ class Principals(RegistryBase):
     def register_key(
         self, token: str | None, public_pem: bytes, *, principal: str | None = None
     ) -> str:
-        """Trust ``public_pem`` for signing by ``principal`` (default: the caller; someone
-        else's key needs admin). Returns the key id."""
+        """Trust ``public_pem`` for signing by ``principal`` (default: the caller). Someone
+        else's key needs admin, and the admin quorum. Returns the key id."""
         kid = signing.key_id(public_pem)  # parses it: only supported EC public keys
         pem = signing.public_pem(signing.load_public_key(public_pem)).decode()
+        if principal is None:
 
-        def change(s: Session, p: Principal) -> str:
-            owner = p.name if principal is None else principal
-            if owner != p.name and "admin" not in p.roles:
-                raise Denied(p.name, f"{p.name} may only register its own keys")
-            row = self._principal(s, owner)
-            if s.get(KeyRow, kid) is not None:
-                raise ConfigError(f"key {kid[:16]}... is already registered")
-            krow = KeyRow(
-                key_id=kid, principal_id=row.id, public_pem=pem, registered_at=audit.now()
-            )
-            s.add(krow)
-            self._append(
-                s, p.name, "key.register", f"key:{kid}", after={"principal": owner}, rows=[krow]
-            )
-            return kid
+            def own(s: Session, p: Principal) -> str:
+                return self._do_register_key(s, p, {"pem": pem, "principal": p.name})
 
-        return self._mutate(token, "own-keys", f"key:{kid}", change)
+            return self._mutate(token, "own-keys", f"key:{kid}", own)
+        payload = {"pem": pem, "principal": principal}
+        return str(self._admin_action(token, "key.register", payload, f"key:{kid}", "own-keys"))
+
+    def _do_register_key(self, s: Session, p: Principal, a: dict[str, Any]) -> str:
+        owner, pem = a["principal"], a["pem"]
+        kid = signing.key_id(pem.encode())
+        if owner != p.name and "admin" not in p.roles:
+            raise Denied(p.name, f"{p.name} may only register its own keys")
+        row = self._principal(s, owner)
+        if s.get(KeyRow, kid) is not None:
+            raise ConfigError(f"key {kid[:16]}... is already registered")
+        krow = KeyRow(key_id=kid, principal_id=row.id, public_pem=pem, registered_at=audit.now())
+        s.add(krow)
+        self._append(
+            s, p.name, "key.register", f"key:{kid}", after={"principal": owner}, rows=[krow]
+        )
+        return kid
 
     def revoke_key(self, token: str | None, key_id: str, reason: str) -> None:
         """Revoke a key: versions and evidence it signed no longer verify."""
@@ -282,35 +300,206 @@ class Principals(RegistryBase):
         self._mutate(token, "own-keys", f"key:{key_id}", change)
 
     def set_gates(self, token: str | None, doc: Any) -> None:
-        """Set the gate policy (admin); see :mod:`rlsec.registry.gates`."""
+        """Set the gate policy (admin, and the admin quorum); see
+        :mod:`rlsec.registry.gates`."""
         parse_gates(doc)
         body = json.loads(json.dumps(doc, allow_nan=False))
+        self._admin_action(token, "gates.set", {"gates": body}, "settings:gates")
 
-        def change(s: Session, p: Principal) -> None:
-            row = s.get(SettingRow, "gates")
-            before = None if row is None else _digest_json(row.value)
-            if row is None:
-                row = SettingRow(key="gates", value=body)
-                s.add(row)
-            else:
-                row.value = body
+    def _do_set_gates(self, s: Session, p: Principal, a: dict[str, Any]) -> None:
+        body = a["gates"]
+        parse_gates(body)
+        row = s.get(SettingRow, "gates")
+        before = None if row is None else _digest_json(row.value)
+        if row is None:
+            row = SettingRow(key="gates", value=body)
+            s.add(row)
+        else:
+            row.value = body
+        self._append(
+            s,
+            p.name,
+            "gates.set",
+            "settings:gates",
+            before=before,
+            after=_digest_json(body),
+            detail={"gates": body},
+            rows=[row],
+        )
+
+    def set_admin_quorum(self, token: str | None, k: int) -> None:
+        """How many distinct admins must approve granting privileged roles (admin, reviewer,
+        deployer, evaluator), tokens for privileged principals, keys for others, the gate
+        policy and this quorum itself (default 1: one admin decides alone). Raising it is
+        itself such an action: with a quorum of 2, the next change needs two admins."""
+        check_count(k, "an admin quorum", 1, 16)
+        self._admin_action(token, "quorum.set", {"k": k}, "settings:admin_quorum")
+
+    def _do_set_quorum(self, s: Session, p: Principal, a: dict[str, Any]) -> None:
+        k = check_count(a["k"], "an admin quorum", 1, 16)
+        admins = sum(
+            "admin" in parse_roles(r.roles) and r.disabled_at is None
+            for r in s.execute(select(PrincipalRow)).scalars()
+        )
+        if k > admins:
+            raise ConfigError(f"a quorum of {k} needs {k} enabled admins, there are {admins}")
+        row = s.get(SettingRow, "admin_quorum")
+        before = None if row is None else row.value
+        if row is None:
+            row = SettingRow(key="admin_quorum", value={"k": k})
+            s.add(row)
+        else:
+            row.value = {"k": k}
+        self._append(
+            s,
+            p.name,
+            "quorum.set",
+            "settings:admin_quorum",
+            before=before,
+            after={"k": k},
+            rows=[row],
+        )
+
+    def admin_quorum(self, s: Session) -> int:
+        row = s.get(SettingRow, "admin_quorum")
+        return 1 if row is None else int(row.value["k"])
+
+    # -- k of n admins ------------------------------------------------------------------------
+    _ACTIONS: ClassVar[dict[str, str]] = {
+        "principal.create": "_do_create_principal",
+        "token.create": "_do_create_token",
+        "key.register": "_do_register_key",
+        "gates.set": "_do_set_gates",
+        "quorum.set": "_do_set_quorum",
+    }
+
+    def _needs_quorum(self, s: Session, action: str, a: dict[str, Any]) -> bool:
+        if action == "principal.create":
+            return bool(PRIVILEGED & set(a["roles"]))
+        if action == "token.create":
+            return bool(PRIVILEGED & parse_roles(self._principal(s, a["principal"]).roles))
+        return True  # someone else's key, the gates, the quorum
+
+    def _admin_action(
+        self,
+        token: str | None,
+        action: str,
+        payload: dict[str, Any],
+        target: str,
+        operation: str = "admin",
+    ) -> Any:
+        """Do ``action`` now if the quorum is 1 or it grants nothing privileged; else record
+        it as a proposal (with the caller's approval) and raise :class:`ApprovalPending`."""
+        pending: list[tuple[int, int]] = []
+
+        def change(s: Session, p: Principal) -> Any:
+            if operation != "admin" and "admin" not in p.roles:
+                raise Denied(p.name, f"{p.name} may only register its own keys")
+            k = self.admin_quorum(s)
+            if k <= 1 or not self._needs_quorum(s, action, payload):
+                return getattr(self, self._ACTIONS[action])(s, p, payload)
+            prow = ProposalRow(
+                action=action,
+                payload=payload,
+                proposed_by=p.id,
+                at=audit.now(),
+                approvers=[p.id],
+                executed_at=None,
+            )
+            s.add(prow)
             self._append(
                 s,
                 p.name,
-                "gates.set",
-                "settings:gates",
-                before=before,
-                after=_digest_json(body),
-                detail={"gates": body},
-                rows=[row],
+                "admin.propose",
+                target,
+                detail={"action": action, "payload": _public(payload), "quorum": k},
+                rows=[prow],
             )
+            pending.append((prow.id, k))
+            return None
 
-        self._mutate(token, "admin", "settings:gates", change)
+        result = self._mutate(token, operation, target, change)
+        if pending:
+            pid, k = pending[0]
+            raise ApprovalPending(
+                f"{action} on {target} needs {k} admins: recorded as proposal {pid}; another "
+                f"admin approves it with `rlsec admin approve {pid}`",
+                pid,
+            )
+        return result
+
+    def approve_admin(self, token: str | None, proposal: int) -> Any:
+        """Approve an admin proposal (another admin than those who approved it so far). When
+        enabled admins' approvals reach the quorum, the action is done in this call, and its
+        result (a new token, a key id) returned to this caller; until then None."""
+        check_count(proposal, "a proposal number", 1)
+
+        def change(s: Session, p: Principal) -> Any:
+            prow = s.get(ProposalRow, proposal)
+            if prow is None:
+                raise ConfigError(f"no admin proposal {proposal}")
+            if prow.executed_at is not None:
+                raise ConfigError(f"proposal {proposal} was done at {prow.executed_at}")
+            if p.id in prow.approvers:
+                raise ConfigError(f"{p.name} already approved proposal {proposal}")
+            prow.approvers = [*prow.approvers, p.id]
+            admins = [
+                r
+                for r in (s.get(PrincipalRow, i) for i in prow.approvers)
+                if r is not None and r.disabled_at is None and "admin" in parse_roles(r.roles)
+            ]
+            k = self.admin_quorum(s)
+            result = None
+            done = len(admins) >= k
+            if done:
+                result = getattr(self, self._ACTIONS[prow.action])(s, p, dict(prow.payload))
+                prow.executed_at = audit.now()
+            self._append(
+                s,
+                p.name,
+                "admin.approve",
+                f"proposal:{proposal}",
+                after={"approvals": len(admins), "quorum": k, "done": done},
+                detail={"action": prow.action, "approvers": sorted(r.name for r in admins)},
+                rows=[prow],
+            )
+            return result
+
+        return self._mutate(token, "admin", f"proposal:{proposal}", change)
+
+    def proposals(self, token: str | None) -> list[dict[str, Any]]:
+        """Admin proposals still waiting, oldest first (admin)."""
+
+        def look(s: Session, _p: Principal) -> list[dict[str, Any]]:
+            return [
+                {
+                    "proposal": r.id,
+                    "action": r.action,
+                    "payload": _public(r.payload),
+                    "proposed_by": _name(s, r.proposed_by),
+                    "at": r.at,
+                    "approvers": [_name(s, i) for i in r.approvers],
+                }
+                for r in s.execute(
+                    select(ProposalRow)
+                    .where(ProposalRow.executed_at.is_(None))
+                    .order_by(ProposalRow.id)
+                ).scalars()
+            ]
+
+        return self._query(token, "admin", "proposals", look)
 
     def gates(self, s: Session) -> dict[str, Any]:
         """The gate policy in force (read in ``s``, the row checked against the log)."""
         row = s.get(SettingRow, "gates")
         return DEFAULT_GATES if row is None else dict(row.value)
+
+
+def _public(payload: Any) -> Any:
+    """A proposal's payload as the log and listings show it (a key's PEM by its id)."""
+    if isinstance(payload, dict) and "pem" in payload:
+        return {**payload, "pem": signing.key_id(str(payload["pem"]).encode())}
+    return payload
 
 
 def _short(text: Any, limit: int) -> bool:

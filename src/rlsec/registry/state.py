@@ -2,7 +2,8 @@
 
 The audit log proves its own history; this module makes the tables that *decide* what
 happens (principals and their roles, tokens, keys, policies, versions and their stages,
-stage history, evidence, approvals, settings such as the gate policy) answer to it.
+stage history, evidence, approvals, settings such as the gate policy and the admin quorum,
+admin proposals) answer to it.
 
 * **Writing.** Every audit entry lists, under ``state``, the rows its change set and the
   SHA-256 of each row's columns (:func:`digest`). The row then records that entry's
@@ -47,6 +48,7 @@ from rlsec.registry.db import (
     KeyRow,
     PolicyRow,
     PrincipalRow,
+    ProposalRow,
     SettingRow,
     StageChangeRow,
     TokenRow,
@@ -74,6 +76,7 @@ TABLES: dict[str, type[Bound]] = {
     "evidence": EvidenceRow,
     "approval": ApprovalRow,
     "setting": SettingRow,
+    "proposal": ProposalRow,
 }
 _PREFIX = {table: prefix for prefix, table in TABLES.items()}
 _INFO = "rlsec.state"

@@ -6,6 +6,7 @@
   epoch, and only approvals and evidence of the current epoch count;
 * ``signer_key_id`` and ``bundle`` on evidence: the attaching principal's signature;
 * one approval per reviewer, stage *and epoch* (a released version is approved afresh);
+* ``admin_proposals``: admin actions waiting for the admin quorum;
 * tokens found by the digest of their secret (a unique index), so that an unknown id and a
   wrong secret are the same miss.
 
@@ -49,6 +50,17 @@ def upgrade() -> None:
     op.add_column("evidence", sa.Column("signer_key_id", sa.String(64), nullable=True))
     op.add_column("evidence", sa.Column("bundle", sa.LargeBinary, nullable=True))
     op.create_index("ix_tokens_secret", "tokens", ["secret_sha256"], unique=True)
+    op.create_table(
+        "admin_proposals",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("proposed_by", sa.Integer, sa.ForeignKey("principals.id"), nullable=False),
+        sa.Column("at", sa.String(40), nullable=False),
+        sa.Column("approvers", sa.JSON, nullable=False),
+        sa.Column("executed_at", sa.String(40), nullable=True),
+        sa.Column("audit_seq", sa.Integer, nullable=True),
+    )
     # 0001's approvals constraint has no name of its own: PostgreSQL named it after its
     # columns; on SQLite it is found by reflection under a naming convention (batch mode
     # copies the table)
@@ -64,6 +76,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("admin_proposals")
     op.drop_index("ix_tokens_secret", "tokens")
     with op.batch_alter_table("approvals") as batch:
         batch.drop_constraint(UNIQUE, type_="unique")
