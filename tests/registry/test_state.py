@@ -176,6 +176,15 @@ CASES: dict[str, Case] = {
         World.promote2,
         "promote",
     ),
+    "an admin quorum written into the settings": (
+        lambda w: sql(
+            w.team,
+            "INSERT INTO settings (key, value) VALUES ('admin_quorum', :v)",
+            v=json.dumps({"k": 1}),
+        ),
+        lambda w: w.reg.create_principal(w.team.admin, "sock", "reviewer"),
+        "admin",
+    ),
     "an evidence body replaced under its unchanged digest": (
         lambda w: sql(
             w.team,
