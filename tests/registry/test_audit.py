@@ -5,6 +5,7 @@ detected; proofs from the registry check with the independent RFC 9162 verifiers
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,13 +33,18 @@ def tampered(team: Team) -> Iterator[Session]:
             s.rollback()
 
 
-def detected(team: Team, probe: Probe, witness: audit.SignedHead | None = None) -> str:
+def detected(
+    team: Team, probe: Probe, witness: audit.SignedHead | None = None, expect: str = ""
+) -> str:
+    """Apply ``probe`` in a transaction that is rolled back; the log must fail to verify,
+    with a message matching ``expect`` (which check fired, and where)."""
     with tampered(team) as s:
         probe(s)
         s.flush()
         s.expire_all()
         with pytest.raises(VerificationError) as err:
             audit.verify_log(s, team.reg.log_public(), witness=witness)
+        assert re.search(expect, str(err.value)), f"expected /{expect}/, got: {err.value}"
         return str(err.value)
 
 
@@ -130,7 +136,9 @@ def test_deleting_swapping_or_reordering_entries_is_detected(log: Team) -> None:
     n = _size(log)
     for seq in range(n):
         detected(
-            log, lambda s, q=seq: s.execute(delete(AuditEntryRow).where(AuditEntryRow.seq == q))
+            log,
+            lambda s, q=seq: s.execute(delete(AuditEntryRow).where(AuditEntryRow.seq == q)),
+            expect=f"audit entry {seq} is missing" if seq < n - 1 else "deleted from the end",
         )
     for seq in range(n - 1):
 
@@ -143,14 +151,16 @@ def test_deleting_swapping_or_reordering_entries_is_detected(log: Team) -> None:
             s.execute(update(AuditEntryRow).where(AuditEntryRow.seq == q).values(vb))
             s.execute(update(AuditEntryRow).where(AuditEntryRow.seq == q + 1).values(va))
 
-        detected(log, swap)
+        detected(log, swap, expect=f"audit entry {seq}: its columns do not match its hashed leaf")
 
         def renumber(s: Session, q: int = seq) -> None:  # swap the sequence numbers
             s.execute(update(AuditEntryRow).where(AuditEntryRow.seq == q).values(seq=-1))
             s.execute(update(AuditEntryRow).where(AuditEntryRow.seq == q + 1).values(seq=q))
             s.execute(update(AuditEntryRow).where(AuditEntryRow.seq == -1).values(seq=q + 1))
 
-        detected(log, renumber)
+        detected(
+            log, renumber, expect=f"audit entry {seq}: its columns do not match its hashed leaf"
+        )
 
 
 def test_an_inserted_entry_is_detected(log: Team) -> None:
@@ -204,21 +214,29 @@ def test_truncation_is_detected_and_with_the_heads_against_a_saved_head(log: Tea
 def test_every_head_and_node_change_is_detected(log: Team) -> None:
     n = _size(log)
     for size in range(1, n + 1):
-        for values in (
-            {"root": bytes(32)},
-            {"signature": bytes(64)},
-            {"at": "2020"},
-            {"prev": b"\x01" * 32},
-            {"key_id": "0" * 64},
+        later = (
+            f"tree head at size {size + 1} does not link"
+            if size < n
+            else f"tree head at size {size} is not signed by log key"
+        )
+        for values, expect in (
+            ({"root": bytes(32)}, f"tree head at size {size} does not match the entries"),
+            ({"signature": bytes(64)}, later),
+            ({"at": "2020"}, later),
+            ({"prev": b"\x01" * 32}, f"tree head at size {size} does not link to the head before"),
+            ({"key_id": "0" * 64}, f"tree head at size {size} names key 0000000000000000"),
         ):
             detected(
                 log,
                 lambda s, v=values, z=size: s.execute(
                     update(AuditHeadRow).where(AuditHeadRow.size == z).values(v)
                 ),
+                expect=expect,
             )
         detected(
-            log, lambda s, z=size: s.execute(delete(AuditHeadRow).where(AuditHeadRow.size == z))
+            log,
+            lambda s, z=size: s.execute(delete(AuditHeadRow).where(AuditHeadRow.size == z)),
+            expect=f"the signed tree head at size {size} is missing",
         )
     with tampered(log) as s:
         keys = [(r.level, r.idx) for r in s.execute(select(AuditNodeRow)).scalars()]
@@ -226,11 +244,44 @@ def test_every_head_and_node_change_is_detected(log: Team) -> None:
     for lv, ix in keys:
         where = (AuditNodeRow.level == lv) & (AuditNodeRow.idx == ix)
         detected(
-            log, lambda s, w=where: s.execute(update(AuditNodeRow).where(w).values(hash=bytes(32)))
+            log,
+            lambda s, w=where: s.execute(update(AuditNodeRow).where(w).values(hash=bytes(32))),
+            expect=re.escape(f"Merkle node ({lv}, {ix}) does not match the entries"),
         )
-        detected(log, lambda s, w=where: s.execute(delete(AuditNodeRow).where(w)))
-    detected(log, lambda s: s.add(AuditNodeRow(level=9, idx=0, hash=bytes(32))))
-    detected(log, lambda s: s.execute(update(AuditStateRow).values(size=n + 1)))
+        detected(
+            log,
+            lambda s, w=where: s.execute(delete(AuditNodeRow).where(w)),
+            expect=re.escape(f"Merkle node ({lv}, {ix}) is missing"),
+        )
+    detected(
+        log,
+        lambda s: s.add(AuditNodeRow(level=9, idx=0, hash=bytes(32))),
+        expect=re.escape("Merkle node (9, 0) matches no entries"),
+    )
+    detected(
+        log,
+        lambda s: s.execute(update(AuditStateRow).values(size=n + 1)),
+        expect=f"recorded size is {n + 1}, but it holds {n} entries",
+    )
+
+
+def test_a_saved_head_whose_root_differs_from_the_logs_is_detected(log: Team) -> None:
+    """A witness signed by the log's key for the same size but another root (a log rewritten
+    by whoever held the key, or a head from a forked copy) does not match."""
+    n = _size(log)
+    key = log.reg.log_key()
+    for size in (1, n // 2, n):
+        at = "2026-01-01T00:00:00.000000Z"
+        root = bytes(range(32))
+        forged = audit.SignedHead(
+            size, root, at, key.public().key_id, key.sign(audit.head_message(size, root, at))
+        )
+        detected(
+            log,
+            lambda s: None,
+            witness=forged,
+            expect=f"the log's tree at size {size} does not match the saved head",
+        )
 
 
 def test_proofs_verify_independently_and_fail_on_tampering(log: Team) -> None:
