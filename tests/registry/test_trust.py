@@ -529,3 +529,16 @@ def test_a_quorum_larger_than_the_admins_is_refused(registry: Registry) -> None:
     alice = registry.init("alice")
     with pytest.raises(ConfigError, match="a quorum of 2 needs 2 enabled admins, there are 1"):
         registry.set_admin_quorum(alice, 2)
+
+
+def test_an_evidence_body_replaced_with_the_log_key_is_still_refused(team: Team) -> None:
+    """Evidence rewritten together with its audit binding (by whoever holds the log's key)
+    no longer matches its stored digest nor its attacher's signature."""
+    from registry_helpers import forge
+    from rlsec.registry.db import EvidenceRow
+
+    ref = _staged(team)
+    team.attach(ref, redteam(worst=100.0))
+    forge(team.reg, EvidenceRow, EvidenceRow.id > 0, body=redteam(worst=450.0))
+    with pytest.raises(VerificationError, match="does not match its digest|covers other bytes"):
+        team.reg.promote(team["deployer"], ref, "production")
