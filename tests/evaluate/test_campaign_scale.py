@@ -91,9 +91,7 @@ def test_recorded_std_is_kept_only_within_the_tolerance(
     policy, measured = random_cartpole
     declared = measured * np.array([1.0, 1.0, factor, 1.0])
     findings: list[dict[str, Any]] = []
-    scale, source = _scale(
-        _with_stats(policy, {"std": declared.tolist()}), STD, "CartPole-v1", findings
-    )
+    scale, _ = _scale(_with_stats(policy, {"std": declared.tolist()}), STD, "CartPole-v1", findings)
     assert scale is not None
     if kept:
         assert scale.tolist() == declared.tolist()

@@ -131,7 +131,7 @@ def _check_input(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise PolicyLoadError(f"network input must be an object, got {show(spec)}")
     kind = spec.get("type")
-    if kind not in _INPUT_FIELDS:
+    if not isinstance(kind, str) or kind not in _INPUT_FIELDS:
         raise PolicyLoadError(
             f"network input type must be float, one_hot or multi_one_hot, got {show(kind)}"
         )
@@ -209,7 +209,7 @@ def _check_block(name: str, layers: Any, in_features: int) -> tuple[int, int]:
     for i, layer in enumerate(layers):
         where = f"{name}[{i}]"
         kind = layer.get("type") if isinstance(layer, dict) else None
-        if kind not in LAYERS:
+        if not isinstance(kind, str) or kind not in LAYERS:
             got = show(kind) if isinstance(layer, dict) else show(layer)
             raise PolicyLoadError(f"{where}: layer type must be one of {LAYERS}, got {got}")
         _fields(layer, {"type"} | _LAYER_FIELDS.get(kind, set()), where)
