@@ -838,6 +838,12 @@ def test_plain_json_keyword_removed_matches_what_sb3_then_builds() -> None:
             id="hardtanh-min-above-max",
         ),
         pytest.param(
+            "ppo-sde-squash",
+            lambda d: d.update(use_sde=False),
+            "squash_output is true but use_sde is False",
+            id="squash-without-sde",
+        ),
+        pytest.param(
             "ppo-uint8-image-mlp",
             lambda d: d["policy_kwargs"].update(normalize_images=1),
             "normalize_images: expected true or false, got 1",
@@ -949,7 +955,9 @@ def test_encrypted_member_is_refused() -> None:
     _, raw = sb3_model("ppo-cartpole")
     hostile = _set_flag(raw, "data", 0x1)
     assert zipfile.ZipFile(io.BytesIO(hostile)).getinfo("data").flag_bits & 0x1
-    with pytest.raises(PolicyLoadError, match="'data' is encrypted"):
+    with pytest.raises(
+        PolicyLoadError, match="'data' is encrypted; Stable-Baselines3 archives are not"
+    ):
         from_sb3(hostile)
 
 
