@@ -6,6 +6,12 @@ and clean observation statistics, and the SHA-256 of the weights file. Loading r
 once, checks the weights' digest against the spec on the very bytes it then parses, and
 rejects any tensor that is missing, extra or of the wrong shape. The policy's digest is the
 SHA-256 of ``spec.json``, which commits to the weights through their digest.
+
+Both files are untrusted: ``spec.json`` and the safetensors header are decoded by the bounded
+reader of :mod:`rlsec.policies._untrusted`, every field (spaces, network, clean return,
+observation statistics) is checked for its type and range, and the network's size is bounded
+from the spec and from the header before anything is allocated. Any malformed input raises a
+:class:`PolicyLoadError` naming the field.
 """
 
 from __future__ import annotations
