@@ -73,6 +73,11 @@ def test_size_strings_and_value_counts_are_bounded() -> None:
         parse_json(b"[" + b",".join([b"0"] * 60) + b"]", "x", small)
     # escaped quotes do not end a string early
     assert parse_json(rb'["a\"b"]', "x", small) == ['a"b']
+    with pytest.raises(UnsafeArtifact, match="about 51 strings; at most 50"):
+        parse_json(b"[" + b",".join([b'""'] * 51) + b"]", "x", small)
+    # strings full of escapes are matched without backtracking state (possessive pattern)
+    big = Limits(max_bytes=2**23, max_string=2**23, max_elements=2**22)
+    assert parse_json(b'["' + b'\\"' * 2**20 + b'"]', "x", big) == ['"' * 2**20]
 
 
 @pytest.mark.parametrize(

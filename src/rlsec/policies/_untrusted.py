@@ -69,7 +69,7 @@ class Limits:
     max_string: int = 2**20
     max_int_digits: int = 40
     max_float_chars: int = 64
-    max_elements: int = 2**22
+    max_elements: int = 2**21
     #: accept ``NaN``, ``Infinity`` and ``-Infinity`` literals (Python's ``json.dumps`` writes
     #: them; ``spec.json`` is written with ``allow_nan=False`` and never holds them)
     allow_constants: bool = False
@@ -78,9 +78,13 @@ class Limits:
 SPEC_LIMITS: Final = Limits(max_bytes=16 * 2**20)
 # SB3's data holds base64 cloudpickle blobs (the last observations, the episode buffer) as
 # strings: longer strings, the same depth and counts.
-SB3_DATA_LIMITS: Final = Limits(max_bytes=64 * 2**20, max_string=32 * 2**20, allow_constants=True)
+SB3_DATA_LIMITS: Final = Limits(
+    max_bytes=64 * 2**20, max_string=32 * 2**20, max_elements=2**20, allow_constants=True
+)
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# possessive ("unrolled") string pattern: the regex engine keeps no backtracking state per
+# character or per escape, so a 64 MiB string is matched in constant memory
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 _OPEN = np.zeros(256, np.int8)
 _OPEN[[ord("["), ord("{")]] = 1
 _OPEN[[ord("]"), ord("}")]] = -1
@@ -94,17 +98,30 @@ def show(value: Any, width: int = 80) -> str:
 
 
 def _scan(raw: bytes, what: str, limits: Limits) -> None:
-    """Depth, value count and string lengths of ``raw``, before it is decoded."""
-    longest = max(map(len, _STRING.findall(raw)), default=0) - 2
-    if longest > limits.max_string:
+    """Depth, value count and string lengths of ``raw``, before it is decoded. The number of
+    strings is bounded first (from the quotes, in C); then each string is measured and blanked
+    in a copy, so that brackets inside strings are text; then the blanked copy is scanned in
+    chunks for nesting and values."""
+    quotes = raw.count(b'"')
+    if quotes > 2 * limits.max_elements:
         raise UnsafeArtifact(
-            f"{what} holds a string of {longest} bytes; at most {limits.max_string} allowed"
+            f"{what} holds about {quotes // 2} strings; at most {limits.max_elements} allowed"
         )
-    bare = _STRING.sub(b'""', raw)
+    bare = bytearray(raw)
+    longest = 0
+    for m in _STRING.finditer(raw):
+        start, end = m.span()
+        if end - start - 2 > longest:
+            longest = end - start - 2
+            if longest > limits.max_string:
+                raise UnsafeArtifact(
+                    f"{what} holds a string of {longest} bytes; at most {limits.max_string} allowed"
+                )
+        bare[start + 1 : end - 1] = bytes(end - start - 2)
     codes = np.frombuffer(bare, np.uint8)
     level, peak, values = 0, 0, 1
-    for start in range(0, codes.size, _CHUNK):
-        chunk = codes[start : start + _CHUNK]
+    for first in range(0, codes.size, _CHUNK):
+        chunk = codes[first : first + _CHUNK]
         steps = _OPEN[chunk]
         depth = np.cumsum(steps, dtype=np.int64) + level
         if depth.size:
