@@ -93,8 +93,13 @@ def _cast_bounds(values: np.ndarray, dtype: np.dtype[Any], where: str) -> np.nda
                 f"{where}: expected whole numbers within {dtype}'s range [{info.min}, {hi}], "
                 f"got {show(values.tolist())}"
             )
-        clipped: np.ndarray = np.clip(values, info.min, hi).astype(dtype)
-        return clipped
+        # in the integer domain: float(2**63 - 1) is 2**63, which int64 cannot hold
+        out = np.empty(values.shape, dtype)
+        top, bottom = values >= float(hi), values <= float(info.min)
+        mid = ~(top | bottom)
+        out[mid] = values[mid].astype(dtype)
+        out[top], out[bottom] = hi, info.min
+        return out
     with np.errstate(over="ignore"):
         cast = values.astype(dtype)
     if np.any(np.isinf(cast) & np.isfinite(values)):
