@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import rlsec.policies.native as native
-from rlsec.errors import PolicyLoadError
-from rlsec.policies import from_torch, load_native, save_policy
+from rlsec.errors import PolicyLoadError, RLSecError, SpaceMismatch
+from rlsec.policies import from_torch, load_native, save_policy, zoo_path
 from rlsec.policies.base import TorchPolicy
 from rlsec.policies.network import PolicyNetwork
 
@@ -538,3 +538,357 @@ def test_any_small_mlp_round_trips(case: tuple[dict[str, Any], int, int], seed: 
         assert torch.equal(loaded.torch_module()(x), policy.torch_module()(x))
     assert loaded.observation_space == obs_space
     assert loaded.action_space == act_space
+
+
+# -- hostile spec.json: every malformed field is a documented error -----------------------------
+
+
+def _spec_of(d: pathlib.Path) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads((d / SPEC).read_text())
+    return spec
+
+
+def _load_spec(d: pathlib.Path, spec_bytes: bytes) -> TorchPolicy:
+    return native.load_native_bytes(spec_bytes, (d / WEIGHTS).read_bytes(), where=str(d))
+
+
+def test_deeply_nested_spec_is_a_policy_load_error_not_a_recursion_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    d = saved(tmp_path)
+    spec = (d / SPEC).read_bytes()
+    deep = spec.replace(b'"provenance": {}', b'"provenance": ' + b"[" * 50_000 + b"]" * 50_000)
+    assert deep != spec
+    with pytest.raises(PolicyLoadError, match="nests 50001 levels deep; at most 32"):
+        _load_spec(d, deep)
+
+
+def test_5000_digit_integer_in_spec_is_refused(tmp_path: pathlib.Path) -> None:
+    d = saved(tmp_path)
+    spec = (d / SPEC).read_bytes().replace(b'"episodes": 20', b'"episodes": ' + b"7" * 5000)
+    with pytest.raises(PolicyLoadError, match="integer of 5000 digits"):
+        _load_spec(d, spec)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(
+            lambda s: s["action_space"].update(n=2**63),
+            "action_space.n: expected an integer in [1, 1048576], got 9223372036854775808",
+            id="discrete-n-2^63",
+        ),
+        pytest.param(
+            lambda s: s["action_space"].update(n=-3),
+            "action_space.n: expected an integer in [1, 1048576], got -3",
+            id="discrete-n-negative",
+        ),
+        pytest.param(
+            lambda s: s["action_space"].update(n=2.0),
+            "action_space.n: expected an integer, got 2.0",
+            id="discrete-n-float",
+        ),
+        pytest.param(
+            lambda s: s["action_space"].pop("start"),
+            "action_space.start: expected an integer",
+            id="discrete-start-missing",
+        ),
+        pytest.param(
+            lambda s: s["observation_space"]["low"].__setitem__(0, "nan"),
+            "observation_space.low[0]: expected a number, got 'nan'",
+            id="nan-bound",
+        ),
+        pytest.param(
+            lambda s: s["observation_space"].update(shape=[True, 4]),
+            "observation_space.shape[0]: expected an integer, got True",
+            id="boolean-shape",
+        ),
+        pytest.param(
+            lambda s: s["observation_space"].update(shape=[1_000_000, 1_000_000]),
+            "declares 1000000000000 elements; at most 1048576",
+            id="shape-1e12",
+        ),
+        pytest.param(
+            lambda s: s["observation_space"].update(shape=[500_000_000]),
+            "declares 500000000 elements; at most 1048576",
+            id="shape-5e8",
+        ),
+        pytest.param(
+            lambda s: s["observation_space"].update(low=[5.0, 0.0, 0.0, 0.0]),
+            "expected low <= high",
+            id="low-above-high",
+        ),
+        pytest.param(
+            lambda s: s["observation_space"].update(low=[1e300, 0.0, 0.0, 0.0]),
+            "a finite bound overflows float32",
+            id="bound-overflows-float32",
+        ),
+        pytest.param(
+            lambda s: s["network"]["policy"].insert(1, {"type": "hardtanh", "min": 1, "max": -1}),
+            "policy[1]: hardtanh needs min < max, got min 1.0, max -1.0",
+            id="hardtanh-min-above-max",
+        ),
+        pytest.param(
+            lambda s: s["network"]["policy"][0].update({"bias": False}),
+            "policy[0]: unexpected fields ['bias']",
+            id="unknown-layer-field",
+        ),
+        pytest.param(
+            lambda s: s["network"]["policy"][0].update({"in": "4"}),
+            "policy[0].in: expected an integer, got '4'",
+            id="width-as-string",
+        ),
+        pytest.param(
+            lambda s: s["network"].update(q_takes_action="false"),
+            "q_takes_action: expected true or false, got 'false'",
+            id="q-takes-action-string",
+        ),
+        pytest.param(
+            lambda s: s["network"]["input"].update(scale=float("nan")),
+            "non-standard literal 'NaN'",
+            id="nan-literal",
+        ),
+        pytest.param(
+            lambda s: (
+                s["network"]["policy"][0].update(out=2**20),
+                s["network"]["policy"][2].update({"in": 2**20}),
+            ),
+            "network spec asks for 13631514 parameters; at most 1049512",
+            id="parameter-bound",
+        ),
+        pytest.param(
+            lambda s: s["network"]["policy"][0].update(out=2**21),
+            "policy[0].out: expected an integer in [1, 1048576], got 2097152",
+            id="width-bound",
+        ),
+        pytest.param(
+            lambda s: s["network"]["policy"].extend([{"type": "relu"}] * 300),
+            "has 305 layers; at most 256",
+            id="layer-count-bound",
+        ),
+        pytest.param(
+            lambda s: s.update(clean_return={"mean": "500"}),
+            "clean_return.mean: expected a number, got '500'",
+            id="clean-return-string",
+        ),
+        pytest.param(
+            lambda s: s.update(clean_return=float("nan")),
+            "non-standard literal 'NaN'",
+            id="clean-return-nan",
+        ),
+        pytest.param(
+            lambda s: s.update(clean_return={"mean": 1.0, "ci95": [2.0, 1.0]}),
+            "clean_return.ci95: expected low <= high",
+            id="clean-return-ci-reversed",
+        ),
+        pytest.param(
+            lambda s: s["observation_stats"].update(std=[1e-30, 1e-30, "x", 1e-30]),
+            "observation_stats.std[2]: expected a number, got 'x'",
+            id="std-string",
+        ),
+        pytest.param(
+            lambda s: s["observation_stats"].update(std=[0.5, -0.6, 0.05, 0.7]),
+            "observation_stats.std[1]: expected a number in [0.0, inf), got -0.6",
+            id="std-negative",
+        ),
+        pytest.param(
+            lambda s: s["observation_stats"].update(std=[0.5, 0.6]),
+            "observation_stats.std: expected 4 numbers, got 2",
+            id="std-wrong-length",
+        ),
+        pytest.param(
+            lambda s: s["observation_stats"].pop("std"),
+            "observation_stats.std: expected a list of numbers, got None",
+            id="std-missing",
+        ),
+        pytest.param(
+            lambda s: s.update(env_id=["CartPole-v1"]),
+            "env_id: expected a string",
+            id="env-id-list",
+        ),
+    ],
+)
+def test_malformed_spec_field_is_a_documented_error(
+    tmp_path: pathlib.Path, edit: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    d = saved(tmp_path)
+    spec = _spec_of(d)
+    edit(spec)
+    raw = json.dumps(spec).encode()  # NaN literals stay as json.dumps writes them
+    with pytest.raises(PolicyLoadError) as exc_info:
+        _load_spec(d, raw)
+    assert expected in str(exc_info.value)
+
+
+def _multi_discrete_policy_dir(tmp_path: pathlib.Path, nvec: list[int]) -> pathlib.Path:
+    spec = {
+        "input": {"type": "multi_one_hot", "nvec": nvec},
+        "policy": [{"type": "linear", "in": sum(nvec), "out": 2}],
+        "output": "logits",
+    }
+    net = PolicyNetwork(spec)
+    space = gym.spaces.MultiDiscrete(nvec)
+    policy = TorchPolicy(space, gym.spaces.Discrete(2), net.actor(), "logits", network=net)
+    return save_policy(policy, tmp_path / "md")
+
+
+def test_multi_one_hot_nvec_holding_minus_one_is_refused_at_load(tmp_path: pathlib.Path) -> None:
+    d = _multi_discrete_policy_dir(tmp_path, [3, 2])
+    spec = _spec_of(d)
+    spec["network"]["input"]["nvec"] = [-1, 6]  # same feature count, a negative category
+    with pytest.raises(PolicyLoadError, match=r"input.nvec\[0\]: expected an integer in \[1, "):
+        _load_spec(d, json.dumps(spec).encode())
+
+
+def test_network_input_that_reads_the_space_differently_is_refused(tmp_path: pathlib.Path) -> None:
+    d = _multi_discrete_policy_dir(tmp_path, [3, 2])
+    spec = _spec_of(d)
+    spec["network"]["input"]["nvec"] = [2, 3]  # 5 features either way, read differently
+    with pytest.raises(SpaceMismatch, match=r"needs a multi_one_hot input of nvec=\[3, 2\]"):
+        _load_spec(d, json.dumps(spec).encode())
+    loaded = load_native(d)
+    assert loaded.act(np.array([[2, 1], [0, 0]])).shape == (2,)
+
+
+def test_16000_by_16000_network_is_refused_from_its_shapes(tmp_path: pathlib.Path) -> None:
+    d = saved(tmp_path)
+    spec = _spec_of(d)
+    policy = spec["network"]["policy"]
+    policy[0]["out"] = policy[2]["in"] = policy[2]["out"] = policy[4]["in"] = 16_000
+    with pytest.raises(
+        PolicyLoadError,
+        match=r"policy\[2\]: a 16000 x 16000 weight has 256000000 elements; at most 33554432",
+    ):
+        _load_spec(d, json.dumps(spec).encode())
+
+
+def _forged_safetensors(header: dict[str, Any], body: bytes) -> bytes:
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(8, "little") + head + body
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "expected"),
+    [
+        pytest.param(
+            {"policy.0.weight": {"dtype": "F32", "shape": [16000, 16000], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            "declares 256000000 elements; at most 33554432",
+            id="16000x16000-declared",
+        ),
+        pytest.param(
+            {"w": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}},
+            b"\0" * 16,
+            "expected a floating-point tensor",
+            id="integer-dtype",
+        ),
+        pytest.param(
+            {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            "do not hold exactly 4 elements",
+            id="short-data",
+        ),
+        pytest.param(
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            },
+            b"\0" * 8,
+            "overlaps or leaves gaps",
+            id="aliased-data",
+        ),
+        pytest.param(
+            {"w": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            "expected a shape of integers",
+            id="boolean-shape",
+        ),
+    ],
+)
+def test_forged_safetensors_headers_are_refused_before_loading(
+    tmp_path: pathlib.Path, header: dict[str, Any], body: bytes, expected: str
+) -> None:
+    d = saved(tmp_path)
+    blob = _forged_safetensors(header, body)
+    spec = _spec_of(d)
+    spec["weights"]["sha256"] = hashlib.sha256(blob).hexdigest()
+    with pytest.raises(PolicyLoadError, match=expected):
+        native.load_native_bytes(json.dumps(spec).encode(), blob, where=str(d))
+
+
+def test_non_finite_weights_are_refused(tmp_path: pathlib.Path) -> None:
+    d = saved(tmp_path)
+    rewrite_weights(d, lambda t: t["policy.0.bias"].__setitem__(3, float("nan")))
+    assert "'policy.0.bias' holds NaN or infinite values" in load_error(d)
+
+
+# -- fuzz: any spec.json either loads or raises an RLSecError -----------------------------------
+
+_ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([0, 1, -1, 2, 4, 2**31, 2**63, 10**30])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["inf", "-inf", "nan", "float32", "box", "discrete", "linear", "relu"])
+    | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=6), kids, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _mutate(value: Any, data: st.DataObject, depth: int = 0) -> Any:
+    """Replace, drop or keep one random part of ``value``."""
+    if not isinstance(value, (dict, list)) or not value or depth > 6:
+        return data.draw(_ANY_JSON)
+    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
+    key = data.draw(st.sampled_from(keys))
+    action = data.draw(st.sampled_from(["descend", "descend", "replace", "drop"]))
+    out = dict(value) if isinstance(value, dict) else list(value)
+    if action == "drop":
+        del out[key]
+    elif action == "replace":
+        out[key] = data.draw(_ANY_JSON)
+    else:
+        out[key] = _mutate(value[key], data, depth + 1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fuzz_seeds(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, Any], bytes]]:
+    """Valid (spec, weights) pairs of every input and head kind."""
+    root = tmp_path_factory.mktemp("seeds")
+    dirs = [
+        save_policy(discrete_policy(), root / "discrete", **INFO),
+        save_policy(continuous_policy_with_heads(), root / "continuous"),
+        _multi_discrete_policy_dir(root, [3, 2]),
+        zoo_path("frozenlake-ppo"),
+        zoo_path("pendulum-sac"),
+    ]
+    return [(json.loads((d / SPEC).read_text()), (d / WEIGHTS).read_bytes()) for d in dirs]
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_spec_json_loads_or_raises_an_rlsec_error(
+    fuzz_seeds: list[tuple[dict[str, Any], bytes]], data: st.DataObject
+) -> None:
+    spec, weights = fuzz_seeds[data.draw(st.integers(0, len(fuzz_seeds) - 1), label="seed")]
+    weights_meta = spec["weights"]
+    mutated = _mutate({k: v for k, v in spec.items() if k != "weights"}, data)
+    if isinstance(mutated, dict) and data.draw(st.booleans()):
+        mutated["weights"] = weights_meta  # keep the digest right, so deeper checks run
+    raw = json.dumps(mutated).encode()
+    if data.draw(st.integers(0, 9)) == 9:
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    try:
+        policy = native.load_native_bytes(raw, weights, where="fuzz")
+    except RLSecError:
+        return
+    # whatever loads is usable: acting on its own space cannot crash
+    obs = sample(policy.observation_space, n=4)
+    actions = policy.act(obs)
+    assert actions.shape[0] == 4

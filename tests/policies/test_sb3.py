@@ -26,10 +26,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from rlsec.errors import PolicyLoadError, SpaceMismatch, UnsafeArtifact
+from rlsec.errors import PolicyLoadError, RLSecError, SpaceMismatch, UnsafeArtifact
 from rlsec.policies import from_sb3
 from rlsec.policies.base import TorchPolicy
 
@@ -326,17 +328,27 @@ def test_import_from_a_file_path_and_matching_env_spaces(tmp_path: pathlib.Path)
 
 
 @pytest.mark.parametrize(
-    ("case", "field"),
+    ("case", "field", "refused"),
     [
-        ("ppo-cartpole", "observation_space"),
-        ("ppo-cartpole", "action_space"),
-        ("ppo-cartpole", "policy_class"),
-        ("ppo-relu-split", "policy_kwargs"),
-        ("sac-pendulum", "action_space"),
+        ("ppo-cartpole", "observation_space", None),
+        ("ppo-cartpole", "action_space", None),
+        ("sac-pendulum", "action_space", None),
+        # SB3 builds the policy from these two blobs; rlsec reads them as data, and a blob
+        # that would run code to build itself leaves the network unknown: refused
+        ("ppo-cartpole", "policy_class", "policy_class is a pickle that builds an object"),
+        (
+            "ppo-relu-split",
+            "policy_kwargs",
+            "policy_kwargs.features_extractor_class: the readable field is missing",
+        ),
     ],
 )
 def test_pickled_code_in_data_never_runs(
-    case: str, field: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    case: str,
+    field: str,
+    refused: str | None,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model, raw = sb3_model(case)
     marker = tmp_path / "pwned"
@@ -351,7 +363,16 @@ def test_pickled_code_in_data_never_runs(
         raise AssertionError("the importer unpickled something")
 
     monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(pickle, "Unpickler", no_unpickling)
     monkeypatch.setattr(cloudpickle, "loads", no_unpickling)
+    if refused is not None:
+        with pytest.raises(PolicyLoadError) as exc_info:
+            from_sb3(hostile)
+        monkeypatch.undo()
+        assert type(exc_info.value) is PolicyLoadError
+        assert refused in str(exc_info.value)
+        assert not marker.exists()
+        return
     policy = from_sb3(hostile)
     monkeypatch.undo()
 
@@ -378,9 +399,9 @@ def test_sb3_own_loader_does_run_the_pickled_code(tmp_path: pathlib.Path) -> Non
         # the payload replaced the space with None, so SB3 may fail after running it
         with contextlib.suppress(Exception):
             PPO.load(io.BytesIO(hostile), device="cpu")
-    if not marker.exists():
-        pytest.skip("this Stable-Baselines3 version did not unpickle the planted payload")
-    assert marker.exists()
+    # No skip: if a Stable-Baselines3 release stops unpickling data, this fails and the
+    # README's account of why the safe importer exists must be revisited.
+    assert marker.exists(), "PPO.load did not run the payload planted in the archive's data"
 
 
 def test_pickled_code_in_policy_pth_is_refused(tmp_path: pathlib.Path) -> None:
@@ -630,3 +651,495 @@ def test_env_action_space_mismatch_raises_space_mismatch() -> None:
 def test_missing_archive_file_is_a_policy_load_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(PolicyLoadError, match="cannot read SB3 archive"):
         from_sb3(tmp_path / "nope.zip")
+
+
+# == 3. SB3 reads it, so rlsec never defaults it ================================================
+
+
+def _blob_of(value: Any) -> str:
+    return base64.b64encode(cloudpickle.dumps(value)).decode()
+
+
+def test_missing_activation_fn_is_refused_not_defaulted() -> None:
+    """The readable activation_fn deleted beside a blob that says ReLU: rlsec imported Tanh
+    and disagreed with PPO.load on 42% of observations."""
+    _, raw = sb3_model("ppo-relu-split")
+    hostile = edit_data(raw, lambda d: d["policy_kwargs"].pop("activation_fn"))
+    with pytest.raises(PolicyLoadError) as exc_info:
+        from_sb3(hostile)
+    msg = str(exc_info.value)
+    assert "policy_kwargs.activation_fn: the readable field is missing" in msg
+    assert "torch.nn.modules.activation.ReLU" in msg  # what the blob SB3 reads says
+    # and SB3 does read ReLU from the blob: a default would have imported another network
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert PPO.load(io.BytesIO(hostile), device="cpu").policy.activation_fn is torch.nn.ReLU
+
+
+def test_edited_readable_activation_fn_is_refused() -> None:
+    _, raw = sb3_model("ppo-relu-split")
+
+    def lie(d: dict[str, Any]) -> None:
+        d["policy_kwargs"]["activation_fn"] = "<class 'torch.nn.modules.activation.Tanh'>"
+
+    with pytest.raises(
+        PolicyLoadError, match=r"readable field says 'torch\.nn\.modules\.activation\.Tanh' but"
+    ):
+        from_sb3(edit_data(raw, lie))
+
+
+def test_readable_field_absent_from_a_plain_blob_is_refused() -> None:
+    _, raw = sb3_model("ppo-relu-split")
+    hostile = edit_data(raw, lambda d: d["policy_kwargs"].update(squash_output=True))
+    with pytest.raises(PolicyLoadError, match=r"readable fields \['squash_output'\] are not in"):
+        from_sb3(hostile)
+
+
+def test_keyword_sb3_does_not_find_takes_sb3_own_default() -> None:
+    """A blob without activation_fn (optimizer_class made it a blob): SB3 uses the policy
+    class's own default (Tanh for ActorCriticPolicy), and so does rlsec."""
+    model = _ppo(
+        "CartPole-v1", policy_kwargs={"net_arch": SMALL, "optimizer_class": torch.optim.SGD}
+    )
+    buf = io.BytesIO()
+    model.save(buf)
+    data = json.loads(dict(archive_members(buf.getvalue()))["data"])
+    assert ":serialized:" in data["policy_kwargs"]
+    assert "activation_fn" not in data["policy_kwargs"]
+    policy = from_sb3(buf.getvalue())
+    assert isinstance(policy.network.policy[1], torch.nn.Tanh)  # type: ignore[union-attr]
+    obs = sample_obs(model.observation_space)
+    np.testing.assert_array_equal(policy.act(obs), model.predict(obs, deterministic=True)[0])
+
+
+def test_plain_json_keyword_removed_matches_what_sb3_then_builds() -> None:
+    """Plain JSON policy_kwargs are read by SB3 as they are: without squash_output, SB3 does
+    not squash either, and the two still agree."""
+    _, raw = sb3_model("ppo-sde-squash")
+    assert ":serialized:" not in json.loads(dict(archive_members(raw))["data"])["policy_kwargs"]
+    edited = edit_data(raw, lambda d: d["policy_kwargs"].pop("squash_output"))
+    policy = from_sb3(edited)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = PPO.load(io.BytesIO(edited), device="cpu")
+    obs = sample_obs(theirs.observation_space)
+    np.testing.assert_allclose(
+        policy.act(obs), theirs.predict(obs, deterministic=True)[0], atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "edit", "expected"),
+    [
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d.pop("policy_class"),
+            "expected a serialized policy_class (SB3 requires one)",
+            id="policy-class-missing",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["policy_class"].pop(":serialized:"),
+            "policy_class has no :serialized: blob",
+            id="policy-class-not-serialized",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["policy_class"].update(
+                {":serialized:": _blob_of(PPO.policy_aliases["CnnPolicy"])}
+            ),
+            "policy_class is stable_baselines3.common.policies.ActorCriticCnnPolicy",
+            id="policy-class-cnn",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["policy_class"].update(
+                {":serialized:": _blob_of(DQN.policy_aliases["MlpPolicy"])}
+            ),
+            "names a dqn policy class, but policy.pth holds the tensors of a actor-critic",
+            id="policy-class-mismatch",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["policy_class"].update({":serialized:": "not base64!"}),
+            "is not base64",
+            id="policy-class-not-base64",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["action_space"].pop("start"),
+            "action_space: the readable field 'start' is missing",
+            id="discrete-start-missing",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["action_space"].pop("n"),
+            "action_space: the readable field 'n' is missing",
+            id="discrete-n-missing",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["action_space"].update(n=str(2**63)),
+            "action_space.n: expected an integer in [1, 1048576], got 9223372036854775808",
+            id="discrete-n-2^63",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["action_space"].update(n="-3"),
+            "action_space.n: expected an integer in [1, 1048576], got -3",
+            id="discrete-n-negative",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["action_space"].update(start="1"),
+            "Discrete spaces with start != 0 are not supported",
+            id="discrete-start-1",
+        ),
+        pytest.param(
+            "ppo-multidiscrete-obs",
+            lambda d: d["observation_space"].pop("start"),
+            "observation_space: the readable field 'start' is missing",
+            id="multidiscrete-start-missing",
+        ),
+        pytest.param(
+            "ppo-multidiscrete-obs",
+            lambda d: d["observation_space"].update(nvec="[ 3 -1]"),
+            "observation_space.nvec: expected an integer in [1, 1048576], got -1",
+            id="multidiscrete-nvec-minus-one",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["observation_space"].update(low="[nan -inf -0.4 -inf]"),
+            "observation_space.low: expected numbers or infinities, got NaN",
+            id="nan-bound",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["observation_space"].update(_shape=[True, 4]),
+            "observation_space._shape[0]: expected an integer, got True",
+            id="boolean-shape",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["observation_space"].update(_shape=[1_000_000, 1_000_000], low=-1, high=1),
+            "declares 1000000000000 elements; at most 1048576",
+            id="shape-1e12",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d["observation_space"].update(_shape=[500_000_000], low=-1, high=1),
+            "declares 500000000 elements; at most 1048576",
+            id="shape-5e8",
+        ),
+        pytest.param(
+            "sac-sde-pendulum",
+            lambda d: d["policy_kwargs"].update(clip_mean=-1.0),
+            "clip_mean is -1.0, but policy.pth holds the clipped mean layer",
+            id="hardtanh-min-above-max",
+        ),
+        pytest.param(
+            "ppo-sde-squash",
+            lambda d: d.update(use_sde=False),
+            "squash_output is true but use_sde is False",
+            id="squash-without-sde",
+        ),
+        pytest.param(
+            "ppo-uint8-image-mlp",
+            lambda d: d["policy_kwargs"].update(normalize_images=1),
+            "normalize_images: expected true or false, got 1",
+            id="normalize-images-not-bool",
+        ),
+        pytest.param(
+            "ppo-cartpole",
+            lambda d: d.update(
+                deep=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+            ),
+            "nests 35 levels deep; at most 32",
+            id="deep-nesting",
+        ),
+    ],
+)
+def test_malformed_readable_field_is_a_documented_error(
+    case: str, edit: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    _, raw = sb3_model(case)
+    with pytest.raises(PolicyLoadError) as exc_info:
+        from_sb3(edit_data(raw, edit))
+    assert expected in str(exc_info.value)
+
+
+def test_5000_digit_integer_in_data_is_refused() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    data = dict(archive_members(raw))["data"]
+    hostile = replace_member(
+        raw, "data", data.replace(b'"verbose": 0', b'"verbose": ' + b"9" * 5000)
+    )
+    with pytest.raises(UnsafeArtifact, match="integer of 5000 digits"):
+        from_sb3(hostile)
+
+
+def test_summarised_bounds_come_from_the_env_for_observations_only() -> None:
+    low = np.linspace(-1.0, 0.0, 1001, dtype=np.float32)
+    obs = gym.spaces.Box(low, low + 1.0, dtype=np.float32)
+    model = _ppo(_TinyEnv(gym.spaces.Discrete(2), obs))
+    buf = io.BytesIO()
+    model.save(buf)
+    raw = buf.getvalue()
+    assert "..." in json.loads(dict(archive_members(raw))["data"])["observation_space"]["low"]
+    with pytest.raises(PolicyLoadError, match="pass the environment so its bounds can be used"):
+        from_sb3(raw)
+    policy = from_sb3(raw, env_spaces=(obs, gym.spaces.Discrete(2)))
+    x = sample_obs(obs, n=16)
+    np.testing.assert_array_equal(policy.act(x), model.predict(x, deterministic=True)[0])
+
+    act = gym.spaces.Box(low, low + 1.0, dtype=np.float32)
+    hostile = edit_data(raw, lambda d: d.update(action_space={**d["observation_space"]}))
+    with pytest.raises(PolicyLoadError, match="bounds of an action space shape the network"):
+        from_sb3(hostile, env_spaces=(obs, act))
+
+
+# == 4. tensors, members and sizes ================================================================
+
+
+def test_stride_0_expanded_tensors_are_refused_before_building_a_network() -> None:
+    """A tiny policy.pth whose expanded tensors stand for a 16,000 x 16,000 network."""
+    _, raw = sb3_model("ppo-cartpole")
+
+    def expand(state: dict[str, Any]) -> None:
+        big = 16_000
+        state["mlp_extractor.policy_net.0.weight"] = torch.zeros(1).expand(big, 4)
+        state["mlp_extractor.policy_net.0.bias"] = torch.zeros(1).expand(big)
+        state["mlp_extractor.policy_net.2.weight"] = torch.zeros(1).expand(big, big)
+        state["mlp_extractor.policy_net.2.bias"] = torch.zeros(1).expand(big)
+        state["action_net.weight"] = torch.zeros(1).expand(2, big)
+
+    hostile = edit_state(raw, expand)
+    assert len(dict(archive_members(hostile))["policy.pth"]) < 30_000
+    with pytest.raises(PolicyLoadError) as exc_info:
+        from_sb3(hostile)
+    msg = str(exc_info.value)
+    assert "expected plain contiguous storage of its" in msg
+    assert "strides (0" in msg
+
+
+def test_tensor_viewing_a_shared_storage_is_refused() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+
+    def share(state: dict[str, Any]) -> None:
+        w = state["action_net.weight"]
+        whole = torch.cat([w.reshape(-1), torch.zeros(100)])
+        state["action_net.weight"] = whole[: w.numel()].view(w.shape)
+
+    with pytest.raises(PolicyLoadError, match=r"'action_net.weight': expected plain contiguous"):
+        from_sb3(edit_state(raw, share))
+
+
+def _set_flag(raw: bytes, name: str, bit: int) -> bytes:
+    """Set a general-purpose flag bit of ``name`` in its local header and central directory."""
+    out = bytearray(raw)
+    for sig, flags_at, name_len_at, name_at in (
+        (b"PK\x03\x04", 6, 26, 30),
+        (b"PK\x01\x02", 8, 28, 46),
+    ):
+        pos = out.find(sig)
+        while pos != -1:
+            (n,) = struct.unpack_from("<H", out, pos + name_len_at)
+            if out[pos + name_at : pos + name_at + n] == name.encode():
+                (flags,) = struct.unpack_from("<H", out, pos + flags_at)
+                struct.pack_into("<H", out, pos + flags_at, flags | bit)
+            pos = out.find(sig, pos + 4)
+    return bytes(out)
+
+
+def test_encrypted_member_is_refused() -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    hostile = _set_flag(raw, "data", 0x1)
+    assert zipfile.ZipFile(io.BytesIO(hostile)).getinfo("data").flag_bits & 0x1
+    with pytest.raises(
+        PolicyLoadError, match="'data' is encrypted; Stable-Baselines3 archives are not"
+    ):
+        from_sb3(hostile)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_unsupported_compression_is_refused(method: int) -> None:
+    _, raw = sb3_model("ppo-cartpole")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, body in archive_members(raw):
+            zf.writestr(name, body, compress_type=method if name == "data" else zipfile.ZIP_STORED)
+    with pytest.raises(PolicyLoadError, match=f"compression method {method}; expected stored"):
+        from_sb3(out.getvalue())
+
+
+class _ReadSpy:
+    def __init__(self, f: Any, reads: list[int]) -> None:
+        self.f, self.reads = f, reads
+
+    def read(self, n: int = -1) -> bytes:
+        got: bytes = self.f.read(n)
+        self.reads.append(len(got))
+        return got
+
+    def __enter__(self) -> _ReadSpy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+
+def test_archive_read_size_cap_bounds_what_is_read_from_a_path_and_bytes(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlsec.policies.sb3 as sb3
+
+    _, raw = sb3_model("ppo-cartpole")
+    path = tmp_path / "model.zip"
+    path.write_bytes(raw + b"\0" * 100_000)  # a zip with trailing bytes still opens
+    cap = len(raw) + 1000
+    monkeypatch.setattr(sb3, "_MAX_ARCHIVE_BYTES", cap)
+    reads: list[int] = []
+    real_open = pathlib.Path.open
+    monkeypatch.setattr(
+        pathlib.Path, "open", lambda self, *a, **k: _ReadSpy(real_open(self, *a, **k), reads)
+    )
+    with pytest.raises(UnsafeArtifact, match=f"{path} is larger than {cap} bytes"):
+        from_sb3(path)
+    assert sum(reads) <= cap + 1  # never read more than the cap allows
+    monkeypatch.undo()
+    monkeypatch.setattr(sb3, "_MAX_ARCHIVE_BYTES", cap)
+    with pytest.raises(UnsafeArtifact, match=f"at most {cap} bytes"):
+        from_sb3(raw + b"\0" * 100_000)
+    # at the cap exactly, both load
+    path.write_bytes(raw + b"\0" * 1000)
+    assert from_sb3(path).info.algo == "ppo"
+    assert from_sb3(raw + b"\0" * 1000).info.algo == "ppo"
+
+
+# == 5. fuzz: any data JSON either loads or raises an RLSecError ===============================
+
+_FUZZ_CASES = [
+    "ppo-cartpole",
+    "ppo-relu-split",
+    "ppo-sde-squash",
+    "ppo-multidiscrete-obs",
+    "ppo-uint8-image-mlp",
+    "dqn-frozenlake",
+    "sac-sde-pendulum",
+    "td3-pendulum",
+]
+_PLAIN_PICKLED = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+).map(lambda v: base64.b64encode(pickle.dumps(v)).decode())
+_GLOBALS = st.sampled_from(
+    [
+        torch.nn.ReLU,
+        torch.nn.Tanh,
+        torch.nn.Softmax,
+        PPO.policy_aliases["MlpPolicy"],
+        DQN.policy_aliases["MlpPolicy"],
+        SAC.policy_aliases["MlpPolicy"],
+        TD3.policy_aliases["MlpPolicy"],
+        PPO.policy_aliases["CnnPolicy"],
+    ]
+).map(lambda g: base64.b64encode(pickle.dumps(g)).decode())
+_ANY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([0, 1, -1, 2, 2**63, "0", "2", "-3", "9" * 30, "[3 2]", "[nan 1.]"])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(
+        [
+            "<class 'torch.nn.modules.activation.ReLU'>",
+            "<class 'torch.nn.modules.activation.Tanh'>",
+            "<class 'stable_baselines3.common.torch_layers.FlattenExtractor'>",
+            "<class 'gymnasium.spaces.box.Box'>",
+            "<class 'gymnasium.spaces.discrete.Discrete'>",
+            "[-1. -1.]",
+            "[1. inf]",
+        ]
+    )
+    | _PLAIN_PICKLED
+    | _GLOBALS
+    | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    [
+        "observation_space",
+        "action_space",
+        "policy_kwargs",
+        "policy_class",
+        "use_sde",
+        "clip_range",
+        "policy_delay",
+    ]
+)
+
+
+def _fuzz_edit(value: Any, data: st.DataObject, depth: int = 0) -> Any:
+    if not isinstance(value, dict) or not value or depth > 3:
+        return data.draw(_ANY)
+    key = data.draw(st.sampled_from([*sorted(value), ":serialized:", "activation_fn", "start"]))
+    out = dict(value)
+    action = data.draw(st.sampled_from(["replace", "drop", "descend"]))
+    if action == "drop":
+        out.pop(key, None)
+    elif action == "replace" or key not in value:
+        out[key] = data.draw(_ANY)
+    else:
+        out[key] = _fuzz_edit(value[key], data, depth + 1)
+    return out
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_sb3_data_loads_or_raises_an_rlsec_error(data: st.DataObject) -> None:
+    case = data.draw(st.sampled_from(_FUZZ_CASES))
+    _, raw = sb3_model(case)
+    doc = json.loads(dict(archive_members(raw))["data"])
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(_KEYS)
+        if data.draw(st.integers(0, 5)) == 5:
+            doc.pop(key, None)
+        else:
+            doc[key] = _fuzz_edit(doc.get(key), data)
+    if data.draw(st.integers(0, 20)) == 20:
+        doc = data.draw(_ANY)
+    body = json.dumps(doc).encode()
+    if data.draw(st.integers(0, 10)) == 10:
+        body = body[: data.draw(st.integers(0, len(body)))]
+    try:
+        policy = from_sb3(replace_member(raw, "data", body))
+    except RLSecError:
+        return
+    obs = sample_obs(policy.observation_space, n=4)
+    assert policy.act(obs).shape[0] == 4
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    case=st.sampled_from(_FUZZ_CASES[:3]),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=4),
+    cut=st.none() | st.floats(0, 1),
+)
+def test_damaged_archive_bytes_load_or_raise_an_rlsec_error(
+    case: str, flips: list[tuple[float, int]], cut: float | None
+) -> None:
+    _, raw = sb3_model(case)
+    out = bytearray(raw)
+    for where, xor in flips:
+        out[int(where * len(out))] ^= xor
+    if cut is not None:
+        out = out[: int(cut * len(out))]
+    with contextlib.suppress(RLSecError):
+        from_sb3(bytes(out))

@@ -51,3 +51,42 @@ def test_box_round_trips_through_json_with_infinities(
 def test_malformed_spaces_are_load_errors(bad: object) -> None:
     with pytest.raises(PolicyLoadError):
         space_from_json(bad)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        gym.spaces.Box(-np.inf, np.inf, (3,), np.int64),
+        gym.spaces.Box(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (2,), np.int64),
+        gym.spaces.Box(0, 255, (2, 2, 1), np.uint8),
+        gym.spaces.Box(np.iinfo(np.uint64).min, np.iinfo(np.uint64).max, (1,), np.uint64),
+        gym.spaces.Box(-1.0, 1.0, (2,), np.float16),
+    ],
+)
+def test_integer_and_narrow_boxes_round_trip_exactly(space: gym.spaces.Box) -> None:
+    """float(2**63 - 1) is 2**63: the bounds are set in the integer domain, never wrapped."""
+    back = space_from_json(space_to_json(space))
+    assert back == space
+    assert back.low.tolist() == space.low.tolist() and back.high.tolist() == space.high.tolist()
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (
+            {"type": "box", "shape": [1], "dtype": "int8", "low": [0.5], "high": [1]},
+            "whole numbers",
+        ),
+        ({"type": "box", "shape": [1], "dtype": "int8", "low": [-300], "high": [1]}, "range"),
+        (
+            {"type": "box", "shape": [1], "dtype": "float32", "low": ["nan"], "high": [1]},
+            "got 'nan'",
+        ),
+        ({"type": "multi_discrete", "nvec": [2, 0]}, "nvec[1]: expected an integer in [1,"),
+        ({"type": "multi_binary", "n": 2**21}, "n: expected an integer in [1, 1048576]"),
+    ],
+)
+def test_out_of_range_space_fields_are_named(bad: dict[str, object], expected: str) -> None:
+    with pytest.raises(PolicyLoadError) as exc_info:
+        space_from_json(bad)
+    assert expected in str(exc_info.value)

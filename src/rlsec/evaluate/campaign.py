@@ -22,11 +22,12 @@ import torch
 
 from rlsec import __version__
 from rlsec.attacks import ATTACKS, attack_class, make_attack
-from rlsec.core import Attack, Policy, Surface
+from rlsec.core import Attack, Finding, Policy, Severity, Surface
 from rlsec.envs import check_policy_env, env_spec, make_vec
-from rlsec.errors import AttackNotApplicable, ConfigError, InvalidBudget
+from rlsec.errors import AttackNotApplicable, ConfigError, InvalidBudget, PolicyLoadError
 from rlsec.evaluate.rollout import EpisodeStats, rollout
 from rlsec.evaluate.stats import env_seed, eps50, summarize_returns
+from rlsec.policies.native import check_observation_stats
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -201,11 +202,35 @@ def _summary(stats: list[EpisodeStats]) -> dict[str, Any]:
 
 CALIBRATION_EPISODES = 20
 CALIBRATION_SEED = 20261125
+#: a policy's recorded clean observation std is used for ``std`` units only when, feature by
+#: feature, it lies within this factor of the calibration rollout's (both ~0, below 1e-12,
+#: also agree); otherwise the rollout's is used and the disagreement is a finding. The zoo's
+#: recorded stds lie within a factor of 1.3 of their rollouts' (100 vs 20 episodes).
+STD_TOLERANCE = 2.0
+_STD_FLOOR = 1e-12
 
 
-def _scale(policy: Policy, config: CampaignConfig, env_id: str) -> tuple[np.ndarray | None, str]:
-    """Per-feature scale of ε: ones for raw units; for std units, the policy's recorded clean
-    observation std, else the std over a fixed calibration rollout.
+def _std_disagreement(declared: np.ndarray, measured: np.ndarray) -> list[int]:
+    """Features whose declared std is not within :data:`STD_TOLERANCE` of the measured one."""
+    hi, lo = np.maximum(declared, measured), np.minimum(declared, measured)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (hi <= _STD_FLOOR) | ((lo > 0) & (hi / np.where(lo > 0, lo, 1.0) <= STD_TOLERANCE))
+    return [int(i) for i in np.flatnonzero(~ok)]
+
+
+def _scale(
+    policy: Policy,
+    config: CampaignConfig,
+    env_id: str,
+    findings: list[dict[str, Any]] | None = None,
+) -> tuple[np.ndarray | None, str]:
+    """Per-feature scale of ε: ones for raw units; for std units, the std over a fixed
+    calibration rollout, or the policy's recorded clean observation std when it agrees with
+    the rollout's within :data:`STD_TOLERANCE` on every feature.
+
+    The artefact under test does not choose its own yardstick: recorded statistics that are
+    malformed or disagree (a std of 1e-30 would make every std-unit attack a no-op) are
+    replaced by the rollout's, and the disagreement is appended to ``findings``.
 
     The calibration does not depend on the campaign's episodes or seed, so ε means the same
     thing across runs of the same policy (and cached learned adversaries stay valid).
@@ -216,10 +241,6 @@ def _scale(policy: Policy, config: CampaignConfig, env_id: str) -> tuple[np.ndar
     dim = int(np.prod(space.shape))
     if config.eps_unit == "raw":
         return np.ones(dim), "raw observation units"
-    info = getattr(policy, "info", None)
-    stats = getattr(info, "observation_stats", None)
-    if isinstance(stats, dict) and len(stats.get("std", [])) == dim:
-        return np.asarray(stats["std"], dtype=np.float64), "policy spec (clean observation std)"
     venv = make_vec(env_id, CALIBRATION_EPISODES)  # its own envs: independent of the run
     try:
         calib = rollout(
@@ -232,11 +253,50 @@ def _scale(policy: Policy, config: CampaignConfig, env_id: str) -> tuple[np.ndar
     finally:
         venv.close()
     m = calib.obs_moments
-    assert m is not None
-    return m.std.copy(), (
+    if m is None:
+        raise ConfigError("the calibration rollout recorded no observation statistics")
+    measured = m.std.copy()
+    rollout_source = (
         f"calibration rollout ({CALIBRATION_EPISODES} clean episodes, seed "
         f"{CALIBRATION_SEED}, {m.n} observations)"
     )
+    info = getattr(policy, "info", None)
+    stats = getattr(info, "observation_stats", None)
+    if stats is None:
+        return measured, rollout_source
+    evidence: dict[str, Any] = {
+        "tolerance": STD_TOLERANCE,
+        "measured_std": measured.tolist(),
+        "observations": m.n,
+    }
+    try:
+        check_observation_stats(stats, space)
+    except PolicyLoadError as exc:
+        problem = f"the policy's recorded observation statistics are malformed ({exc})"
+    else:
+        declared = np.asarray(stats["std"], dtype=np.float64)
+        bad = _std_disagreement(declared, measured)
+        if not bad:
+            return declared, (
+                f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "
+                f"of the {rollout_source} on every feature"
+            )
+        evidence.update(declared_std=declared.tolist(), features=bad)
+        problem = (
+            f"the policy's recorded clean observation std disagrees with the {rollout_source} "
+            f"beyond a factor of {STD_TOLERANCE:g} on features {bad[:20]}"
+        )
+    if findings is not None:
+        findings.append(
+            Finding(
+                severity=Severity.MEDIUM,
+                surface=Surface.OBSERVATION,
+                message=f"{problem}; ε in std units uses the rollout's std instead",
+                detector="eps-scale-check",
+                evidence=evidence,
+            ).to_dict()
+        )
+    return measured, f"{rollout_source}; the policy spec's std was not used: {problem}"
 
 
 def run_campaign(
@@ -308,7 +368,8 @@ def run_campaign(
             done_runs += 1
         report("calibrating the ε scale", 0.0)
         # from the undefended policy, so ε means the same with and without a defense
-        scale, scale_source = _scale(base, config, env_id)
+        findings: list[dict[str, Any]] = []
+        scale, scale_source = _scale(base, config, env_id, findings)
         clean = _summary(clean_stats)
         random = _summary(random_stats)
         results = []
@@ -410,6 +471,7 @@ def run_campaign(
         "eps50": strength,
         "eps50_threshold": threshold,
         "skipped": skipped,
+        "findings": findings,
         "config": {
             **config.to_dict(),
             "env_id": env_id,

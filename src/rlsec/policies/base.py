@@ -70,6 +70,35 @@ def _feature_dim(space: gym.Space[Any]) -> int:
     raise SpaceMismatch(f"unsupported observation space {space!r}")
 
 
+def _check_input_reads(spec: dict[str, Any], space: gym.Space[Any]) -> None:
+    """The network's input must read the observation space as it is: float features for a
+    Box or MultiBinary, a one-hot of exactly ``n`` for a Discrete, one-hots of exactly
+    ``nvec`` for a MultiDiscrete. Matching only the feature count is not enough: a one-hot of
+    [2, 2] over a MultiDiscrete([3, 1]) has 4 features too, and would clamp value 2 to 1.
+
+    Raises:
+        SpaceMismatch: the input spec reads the space differently.
+    """
+    kind = spec["type"]
+    want = _feature_dim(space)
+    got = input_dim(spec)
+    if isinstance(space, gym.spaces.Discrete):
+        ok = kind == "one_hot" and got == want
+        expected = f"a one_hot input of n={int(space.n)}"
+    elif isinstance(space, gym.spaces.MultiDiscrete):
+        nvec = space.nvec.reshape(-1).tolist()
+        ok = kind == "multi_one_hot" and [int(n) for n in spec["nvec"]] == nvec
+        expected = f"a multi_one_hot input of nvec={nvec}"
+    else:
+        ok = kind == "float" and got == want
+        expected = f"a float input of dim={want}"
+    if not ok:
+        raise SpaceMismatch(
+            f"observation space {describe_space(space)} needs {expected}; the network reads "
+            f"{got} input features as {spec!r:.200}"
+        )
+
+
 class TorchPolicy:
     """A deterministic, batched policy backed by torch modules.
 
@@ -124,13 +153,7 @@ class TorchPolicy:
         self._q = q if live or q is None else q.eval()
         self.network = network
         if network is not None:
-            want = _feature_dim(observation_space)
-            got = input_dim(network.spec["input"])
-            if want != got:
-                raise SpaceMismatch(
-                    f"network reads {got} input features, but observation space "
-                    f"{describe_space(observation_space)} gives {want}"
-                )
+            _check_input_reads(network.spec["input"], observation_space)
             if network.out_dim != self._width:
                 raise SpaceMismatch(
                     f"network outputs {network.out_dim} numbers, action space "

@@ -11,12 +11,22 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from rlsec.errors import PolicyLoadError, SpaceMismatch
+from rlsec.policies._untrusted import (
+    MAX_CATEGORIES,
+    MAX_FEATURES,
+    integer,
+    numbers,
+    shape,
+    show,
+    string,
+)
 
 __all__ = ["box_span", "check_same_space", "describe_space", "space_from_json", "space_to_json"]
 
@@ -64,56 +74,107 @@ def space_to_json(space: gym.Space[Any]) -> dict[str, Any]:
     )
 
 
-def _as_int(d: dict[str, Any], key: str) -> int:
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise PolicyLoadError(f"space field {key!r} must be an integer, got {v!r}")
-    return v
-
-
-def space_from_json(d: Any) -> gym.Space[Any]:
-    """Rebuild a space written by :func:`space_to_json`; raise ``PolicyLoadError`` if invalid."""
-    if not isinstance(d, dict):
-        raise PolicyLoadError(f"a space must be a JSON object, got {type(d).__name__}")
-    kind = d.get("type")
-    try:
-        if kind == "box":
-            shape = tuple(int(s) for s in d["shape"])
-            dtype = str(d["dtype"])
-            if dtype not in _DTYPES:
-                raise PolicyLoadError(f"Box dtype must be one of {sorted(_DTYPES)}, got {dtype}")
-            size = int(np.prod(shape))
-            low = np.array([float(v) for v in d["low"]], dtype=np.float64)
-            high = np.array([float(v) for v in d["high"]], dtype=np.float64)
-            if low.size != size or high.size != size:
-                raise PolicyLoadError(
-                    f"Box of shape {shape} needs {size} bounds, got {low.size} low and "
-                    f"{high.size} high"
-                )
-            return gym.spaces.Box(
-                low=low.reshape(shape).astype(dtype),
-                high=high.reshape(shape).astype(dtype),
-                shape=shape,
-                dtype=np.dtype(dtype),
+def _cast_bounds(values: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """Bounds in float64 cast to ``dtype``, refusing NaN and finite values the dtype cannot
+    hold (``1e300`` as float32 would silently become infinite). For integer dtypes, infinite
+    bounds become the dtype's limits, as Gymnasium does."""
+    if np.isnan(values).any():
+        raise PolicyLoadError(f"{where}: expected numbers or infinities, got NaN")
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        info = np.iinfo(dtype) if dtype != np.bool_ else np.iinfo(np.uint8)
+        hi = 1 if dtype == np.bool_ else info.max
+        finite = values[np.isfinite(values)]
+        if (
+            np.any(finite != np.round(finite))
+            or np.any(finite < info.min)
+            or np.any(finite > float(hi))
+        ):
+            raise PolicyLoadError(
+                f"{where}: expected whole numbers within {dtype}'s range [{info.min}, {hi}], "
+                f"got {show(values.tolist())}"
             )
-        if kind == "discrete":
-            n = _as_int(d, "n")
-            if n < 1:
-                raise PolicyLoadError(f"Discrete n must be >= 1, got {n}")
-            return gym.spaces.Discrete(n, start=int(d.get("start", 0)))
-        if kind == "multi_discrete":
-            nvec = [int(v) for v in d["nvec"]]
-            if not nvec or min(nvec) < 1:
-                raise PolicyLoadError(f"MultiDiscrete nvec must be positive, got {nvec}")
-            return gym.spaces.MultiDiscrete(nvec)
-        if kind == "multi_binary":
-            return gym.spaces.MultiBinary(_as_int(d, "n"))
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, PolicyLoadError):
-            raise
-        raise PolicyLoadError(f"malformed {kind} space {d!r}: {exc}") from None
+        # in the integer domain: float(2**63 - 1) is 2**63, which int64 cannot hold
+        out = np.empty(values.shape, dtype)
+        top, bottom = values >= float(hi), values <= float(info.min)
+        mid = ~(top | bottom)
+        out[mid] = values[mid].astype(dtype)
+        out[top], out[bottom] = hi, info.min
+        return out
+    with np.errstate(over="ignore"):
+        cast = values.astype(dtype)
+    if np.any(np.isinf(cast) & np.isfinite(values)):
+        raise PolicyLoadError(f"{where}: a finite bound overflows {dtype}: {show(values.tolist())}")
+    return cast
+
+
+def _box(
+    dims: tuple[int, ...], dtype_name: str, low: np.ndarray, high: np.ndarray, where: str
+) -> gym.spaces.Box:
+    """A Box from already-parsed bounds (float64, flattened), after every check."""
+    if dtype_name not in _DTYPES:
+        raise PolicyLoadError(
+            f"{where}: Box dtype must be one of {sorted(_DTYPES)}, got {dtype_name!r}"
+        )
+    dtype = np.dtype(dtype_name)
+    size = math.prod(dims)
+    if low.size != size or high.size != size:
+        raise PolicyLoadError(
+            f"{where}: a Box of shape {list(dims)} needs {size} bounds, got {low.size} low and "
+            f"{high.size} high"
+        )
+    lo, hi = _cast_bounds(low, dtype, f"{where}.low"), _cast_bounds(high, dtype, f"{where}.high")
+    if np.any(lo > hi):
+        bad = int(np.argmax(lo > hi))
+        raise PolicyLoadError(
+            f"{where}: expected low <= high, got low {lo.reshape(-1)[bad]} > high "
+            f"{hi.reshape(-1)[bad]} at index {bad}"
+        )
+    return gym.spaces.Box(low=lo.reshape(dims), high=hi.reshape(dims), shape=dims, dtype=dtype)
+
+
+def _discrete(n: Any, start: Any, where: str) -> gym.spaces.Discrete:
+    n = integer(n, f"{where}.n", lo=1, hi=MAX_CATEGORIES)
+    start = integer(start, f"{where}.start", lo=-(2**53), hi=2**53)
+    return gym.spaces.Discrete(n, start=start)
+
+
+def _multi_discrete(nvec: list[int], dims: tuple[int, ...], where: str) -> gym.spaces.MultiDiscrete:
+    if not nvec or sum(nvec) > MAX_CATEGORIES:
+        raise PolicyLoadError(
+            f"{where}: expected a non-empty nvec of at most {MAX_CATEGORIES} categories in all, "
+            f"got {show(nvec)}"
+        )
+    return gym.spaces.MultiDiscrete(np.array(nvec, dtype=np.int64).reshape(dims))
+
+
+def space_from_json(d: Any, where: str = "space") -> gym.Space[Any]:
+    """Rebuild a space written by :func:`space_to_json`; raise ``PolicyLoadError`` naming the
+    field when anything is missing, of the wrong type or out of range (NaN bounds, a Box of
+    more than 2**20 elements, a Discrete ``n`` below 1 or above 2**20, a boolean shape...).
+    Nothing of the declared size is allocated before its size is checked."""
+    if not isinstance(d, dict):
+        raise PolicyLoadError(f"{where}: a space must be a JSON object, got {type(d).__name__}")
+    kind = d.get("type")
+    if kind == "box":
+        dims = shape(d.get("shape"), f"{where}.shape")
+        size = math.prod(dims)
+        low = numbers(d.get("low"), f"{where}.low", size=size, finite=False)
+        high = numbers(d.get("high"), f"{where}.high", size=size, finite=False)
+        return _box(dims, string(d.get("dtype"), f"{where}.dtype"), low, high, where)
+    if kind == "discrete":
+        return _discrete(d.get("n"), d.get("start"), where)
+    if kind == "multi_discrete":
+        raw = d.get("nvec")
+        if not isinstance(raw, list) or len(raw) > MAX_FEATURES:
+            raise PolicyLoadError(f"{where}.nvec: expected a list of integers, got {show(raw)}")
+        nvec = [
+            integer(v, f"{where}.nvec[{i}]", lo=1, hi=MAX_CATEGORIES) for i, v in enumerate(raw)
+        ]
+        return _multi_discrete(nvec, (len(nvec),), where)
+    if kind == "multi_binary":
+        return gym.spaces.MultiBinary(integer(d.get("n"), f"{where}.n", lo=1, hi=MAX_FEATURES))
     raise PolicyLoadError(
-        f"space type must be box, discrete, multi_discrete or multi_binary, got {kind!r}"
+        f"{where}: space type must be box, discrete, multi_discrete or multi_binary, got {kind!r}"
     )
 
 
