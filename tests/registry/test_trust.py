@@ -169,22 +169,24 @@ def test_a_worst_case_passes_exactly_when_it_is_a_finite_number_at_or_above_the_
     assert passed == (finite and worst >= floor)
 
 
-@pytest.mark.parametrize("result", ["true", 1, None, math.nan, [True]])
-def test_a_property_verdict_that_is_not_a_boolean_fails_the_gate(result: Any) -> None:
-    rules = parse_gates(
-        {
-            "staging": {
-                "approvals": 0,
-                "verification": {
-                    "all_hold": True,
-                    "properties": [{"property": "P>=0.9 [F goal]", "holds": True}],
-                },
-            }
-        }
+@pytest.mark.parametrize("result", ["true", None, math.nan, [True], {"holds": True}])
+@pytest.mark.parametrize("rule", ["all_hold", "holds"])
+def test_a_property_verdict_that_is_not_a_boolean_fails_the_gate(result: Any, rule: str) -> None:
+    """Each rule on its own: ``all_hold`` takes a verdict or a finite value (a quantitative
+    property), ``holds`` only a verdict."""
+    name = "P>=0.9 [F goal]"
+    want: dict[str, Any] = (
+        {"all_hold": True}
+        if rule == "all_hold"
+        else {"properties": [{"property": name, "holds": True}]}
     )
-    doc = {"property": "P>=0.9 [F goal]", "result": result}
-    missing = check_gate(rules["staging"], [("verification", doc)], 0)
+    rules = parse_gates({"staging": {"approvals": 0, "verification": want}})
+    missing = check_gate(
+        rules["staging"], [("verification", {"property": name, "result": result})], 0
+    )
     assert any("verdict" in m for m in missing), missing
+    ok = check_gate(rules["staging"], [("verification", {"property": name, "result": True})], 0)
+    assert ok == []
 
 
 def test_a_gate_with_non_boolean_settings_is_refused() -> None:
