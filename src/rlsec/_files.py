@@ -237,5 +237,8 @@ def check_new_dir(path: str | os.PathLike[str], *, what: str = "--out") -> Path:
     entries = sorted(e.name for e in os.scandir(p))
     if entries:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise ConfigError(f"{what} {p} exists and is not empty ({shown}); choose a new directory")
+        raise ConfigError(
+            f"{what} {p} exists and is not an empty directory (it holds {shown}); choose a "
+            "new directory"
+        )
     return p

@@ -33,7 +33,7 @@ PPO_TINY = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
             {"algo": "ppo", "env_id": "FrozenLake-v1", "defense": "adv", "eps": 0.1},
             "perturbs continuous observations",
         ),
-        ({"algo": "ppo", "env_id": "CartPole-v1", "steps": 0}, "steps must be a positive"),
+        ({"algo": "ppo", "env_id": "CartPole-v1", "steps": 0}, "steps must be >= 1, got 0"),
         ({"algo": "ppo", "env_id": "CartPole-v1", "adv_prob": 1.5}, "adv_prob must be"),
         (
             {
