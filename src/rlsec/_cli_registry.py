@@ -62,7 +62,7 @@ def _read_key(path: Path) -> Any:
     from rlsec.registry import signing
 
     password = os.environ.get("RLSEC_KEY_PASSWORD")
-    pem = _read(path, "the signing key")
+    pem = _read(path, "signing key")
     return signing.load_private_key(pem, password.encode() if password else None)
 
 
@@ -373,7 +373,7 @@ def _audit_verify(
     witness = None
     if head is not None:
         try:
-            witness = SignedHead.from_dict(_json(head, "the saved head"))
+            witness = SignedHead.from_dict(_json(head, "saved head"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ConfigError):
                 raise

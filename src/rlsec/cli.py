@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from rlsec import __version__, _cli_registry, _files, _inputs
 from rlsec.errors import (
@@ -23,16 +24,52 @@ from rlsec.errors import (
     VerificationError,
 )
 
-__all__ = ["app", "main", "run"]
+__all__ = ["app", "main"]
+
+console = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Every ``rlsec`` command runs inside :meth:`invoke`, which turns rlsec's errors into a
+    message on stderr and an exit code: 2 bad input, 3 an integrity stop, 4 access denied, 5
+    a verification failure, 6 a gate not met; 1 an operating-system error (a full disk) or
+    ``rlsec verify``'s property does not hold; 130 interrupted. Usage errors exit 2 (click).
+    Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("interrupted: nothing was written")
+            raise typer.Exit(130) from None
+        except (RLSecError, OSError) as exc:
+            code, label = _exit_code(exc)
+            console.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(code) from None
+
+
+def _exit_code(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, IntegrityViolation):  # not bad input: the run was stopped on purpose
+        return 3, "integrity"
+    if isinstance(exc, AccessDenied):
+        return 4, "denied"
+    if isinstance(exc, VerificationError):
+        return 5, "does not verify"
+    if isinstance(exc, GateRefused):
+        return 6, "gate not met"
+    if isinstance(exc, RLSecError):
+        return 2, "error"
+    return 1, "error"  # OSError, e.g. the disk filled up while the report was written
+
 
 app = typer.Typer(
     name="rlsec",
+    cls=_Commands,
     help="Reinforcement-learning security: red-team, harden, verify, guard and govern policies.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 # Piped output keeps full-width tables instead of rich's 80-column default.
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -601,52 +638,21 @@ def _version() -> None:
 _cli_registry.register(app)
 
 
-def run(args: list[str] | None = None) -> int:
-    """Run the command line ``args`` (default ``sys.argv[1:]``) and return its exit code,
-    turning rlsec's errors into a message on stderr: 2 bad input, 3 an integrity stop, 4
-    access denied, 5 a verification failure, 6 a gate not met (1: an operating-system error,
-    such as a full disk, or ``rlsec verify``'s property does not hold; 130: interrupted)."""
+def main() -> None:
+    """Entry point: run the ``rlsec`` command line and exit with its code (see
+    :class:`_Commands`); usage errors are shown as click shows them, exit code 2."""
     try:
-        code = app(args=args, prog_name="rlsec", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # typer.Exit comes back as a value here
-    except IntegrityViolation as exc:  # not bad input: the run was stopped on purpose
-        console.print(f"[bold red]integrity:[/bold red] {escape(str(exc))}", highlight=False)
-        return 3
-    except AccessDenied as exc:
-        console.print(f"[bold red]denied:[/bold red] {escape(str(exc))}", highlight=False)
-        return 4
-    except VerificationError as exc:
-        console.print(f"[bold red]does not verify:[/bold red] {escape(str(exc))}", highlight=False)
-        return 5
-    except GateRefused as exc:
-        console.print(f"[bold red]gate not met:[/bold red] {escape(str(exc))}", highlight=False)
-        return 6
-    except RLSecError as exc:
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
-        return 2
-    except OSError as exc:  # e.g. the disk filled up while the report was written
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
-        return 1
+        code = app(prog_name="rlsec", standalone_mode=False)
     except typer.Abort:
         console.print("aborted")
-        return 130
-    except KeyboardInterrupt:
-        console.print("interrupted: nothing was written")
-        return 130
-    except typer.Exit as exc:
-        return int(exc.exit_code)
+        sys.exit(130)
     except Exception as exc:
         # Usage errors of the (vendored) click under typer: show them as click would.
         show = getattr(exc, "show", None)
-        code = getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
+        usage = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(usage, int):
             show()
-            return code
+            sys.exit(usage)
         raise
-
-
-def main() -> None:
-    """Entry point: :func:`run` the command line and exit with its code."""
-    code = run()
-    if code:
+    if isinstance(code, int) and code:  # typer.Exit comes back as a value here
         sys.exit(code)
