@@ -57,8 +57,7 @@ def check_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path:
             check_new_dir(path)
         except ConfigError as exc:
             raise ConfigError(
-                f"{exc} (or pass --force to replace the report in it: results.json and "
-                "report.html)"
+                f"{exc} (or pass --force to replace the report in it: results.json and report.html)"
             ) from None
     existing = path
     while not existing.exists():

@@ -538,3 +538,28 @@ def test_any_small_mlp_round_trips(case: tuple[dict[str, Any], int, int], seed: 
         assert torch.equal(loaded.torch_module()(x), policy.torch_module()(x))
     assert loaded.observation_space == obs_space
     assert loaded.action_space == act_space
+
+
+@pytest.mark.parametrize("name", [SPEC, WEIGHTS])
+def test_a_fifo_or_link_in_a_policy_directory_is_refused_before_reading(
+    tmp_path: pathlib.Path, name: str
+) -> None:
+    import shutil
+    import threading
+
+    from rlsec.policies import zoo_path
+
+    d = tmp_path / "p"
+    shutil.copytree(zoo_path("cartpole-ppo"), d)
+    real = tmp_path / name
+    (d / name).rename(real)
+    os.mkfifo(d / name)
+    box: dict[str, str] = {}
+    t = threading.Thread(target=lambda: box.update(msg=load_error(d)), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "loading blocked on a FIFO"
+    assert f"{name} at {d / name} is a FIFO; expected a regular file" in box["msg"]
+    (d / name).unlink()
+    (d / name).symlink_to(real)
+    assert "is a symbolic link" in load_error(d)
