@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -7,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -355,7 +357,24 @@ def invoke(*args: str | Path) -> tuple[int, str]:
     result = CliRunner().invoke(
         app, [str(a) for a in args], env={"COLUMNS": "200"}, catch_exceptions=False
     )
-    return result.exit_code, " ".join(result.output.split())
+    text = result.output.translate({ord(c): " " for c in "│╭╮╰╯─"})  # rich's error box
+    return result.exit_code, " ".join(text.split())
+
+
+def unblocked(*args: str | Path, seconds: float = 60) -> tuple[int, str]:
+    """:func:`invoke` in a thread: fails (instead of hanging the suite) if the command blocks,
+    e.g. reading a FIFO; then feeds the FIFOs in the working directory so the thread ends."""
+    box: dict[str, tuple[int, str]] = {}
+    t = threading.Thread(target=lambda: box.update(r=invoke(*args)), daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        for fifo in Path.cwd().iterdir():
+            if fifo.is_fifo():
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"rlsec {' '.join(map(str, args))} blocked")
+    return box["r"]
 
 
 def plant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
@@ -522,6 +541,8 @@ HOSTILE_INPUT = [
      "attack_radius must be at most"),
     (["shield", "--env", "FrozenLake-v1", "--delta", "nan", "--out", "OUT"],
      "--delta must be in [0, 1]"),
+    (["redteam", "--defense", "smoothing:sigma=1e300", "--out", "OUT"],
+     "sigma must be at most 1e+15"),
     # counts beyond what memory allows, with the limit in the message
     (["redteam", "--episodes", "1000000000", "--out", "OUT"],
      "episodes must be at most 1,000,000 (each episode's totals are kept in memory)"),
@@ -538,6 +559,10 @@ HOSTILE_INPUT = [
       "--out", "OUT"], "steps must be at most 1,000,000,000"),
     (["poison", "--attack", "flip-reward-v1", "--eps", "2", "--episodes", "1000000000",
       "--algo", "ppo", "--env", "CartPole-v1", "--out", "OUT"], "episodes must be at most"),
+    # JSON nested beyond the parser's recursion limit
+    (["poison", "--attack", "trigger-backdoor-v1", "--eps", "0.02", "--param",
+      "features=" + "[" * 50_000, "--algo", "ppo", "--env", "CartPole-v1", "--out", "OUT"],
+     "features: the JSON value is nested too deeply"),
 ]  # fmt: skip
 
 
@@ -546,6 +571,11 @@ def test_hostile_input_is_a_documented_error_with_exit_code_2_and_nothing_writte
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    # should a check be missing, stop where the real work (and the memory it takes) starts
+    monkeypatch.setattr("rlsec.evaluate.campaign.rollout", _would_run)
+    monkeypatch.setattr("rlsec.evaluate.campaign.make_vec", _would_run)
+    monkeypatch.setattr("rlsec.defenses.training._Run", _would_run)
+    monkeypatch.setattr("rlsec.verify.run._rollout_states", _would_run)
     code, text = invoke(*[tmp_path / "out" if a == "OUT" else a for a in args])
     assert code == 2, text
     assert message in text
@@ -576,9 +606,9 @@ def test_files_given_to_commands_must_be_regular(
         else:
             (tmp_path / name).symlink_to(tmp_path / "real.json")
     kind = "is a FIFO" if what == "fifo" else "is a symbolic link"
-    code, text = invoke("redteam", "--policy", "zoo:frozenlake-ppo", "--strategy", "s.json")
+    code, text = unblocked("redteam", "--policy", "zoo:frozenlake-ppo", "--strategy", "s.json")
     assert code == 2 and kind in text
-    code, text = invoke(
+    code, text = unblocked(
         "train", "--algo", "ppo", "--env", "CartPole-v1", "--monitor-thresholds", "t.json",
         "--out", "x",
     )  # fmt: skip

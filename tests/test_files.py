@@ -174,3 +174,21 @@ def test_check_new_dir(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(ConfigError, match="is a symbolic link"):
         check_new_dir(tmp_path / "link")
+
+
+def test_exclusive_refuses_an_entry_that_appears_while_the_file_is_written(
+    tmp_path: Path,
+) -> None:
+    """The name is claimed when the file is moved into place, not only checked before: a
+    link planted in between is neither replaced nor followed."""
+    target = tmp_path / "key.pub"
+
+    def race() -> None:
+        with open_atomic(target, exclusive=True) as f:
+            f.write(b"public")
+            target.symlink_to(tmp_path / "elsewhere")  # the attacker wins the race
+
+    with pytest.raises(ConfigError, match="exists; refusing to replace it"):
+        race()
+    assert target.is_symlink() and not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.pub"]

@@ -286,3 +286,16 @@ def test_registry_commands_refuse_a_fifo_without_blocking(
         t.join(5)
         pytest.fail(f"rlsec {' '.join(args)} blocked on a FIFO")
     assert "is a FIFO; expected a regular file" in " ".join(box["out"].split())
+
+
+def test_a_signature_nested_too_deeply_for_the_json_parser_does_not_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    cli("keys", "generate", "--out", str(tmp_path / "k.pem"))
+    (tmp_path / "sig").write_text("[" * 100_000)
+    out = cli(
+        "keys", "verify", str(ZOO), "--signature", str(tmp_path / "sig"), "--public",
+        str(tmp_path / "k.pem.pub"), code=5,
+    )  # fmt: skip
+    assert "is not valid JSON" in out
