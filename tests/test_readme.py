@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -26,9 +27,30 @@ def test_the_first_screen_has_both_commands() -> None:
     assert "rlsec redteam" in first_screen and "pytest" in first_screen
 
 
+def _eps50(rows: list[dict[str, Any]], threshold: float) -> float | None:
+    """The smallest budget whose mean return falls below the threshold, recomputed."""
+    below = [r["epsilon"] for r in rows if r["mean_return"] < threshold]
+    return min(below) if below else None
+
+
 def test_python_snippets_run() -> None:
-    for code in _blocks("python"):
-        namespace: dict[str, object] = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-        results = namespace["results"]
-        assert isinstance(results, dict) and "eps50" in results
+    (code,) = _blocks("python")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    results = namespace["results"]
+    config = results["config"]
+    assert config["attacks_run"] == ["pgd-obs-v1", "mad-obs-v1"]
+    assert (config["epsilons"], config["episodes"], results["eps_unit"]) == ([0.05, 0.1], 5, "std")
+    assert results["clean"]["mean_return"] == 500.0  # the zoo policy balances the pole
+    assert results["eps50_threshold"] == 250.0
+    eps50 = results["eps50"]
+    assert set(eps50) == {"pgd-obs-v1", "mad-obs-v1", "worst_case", "worst_case:action"}
+    for attack in ("pgd-obs-v1", "mad-obs-v1"):
+        rows = [r for r in results["results"] if r["attack"] == attack]
+        assert [r["epsilon"] for r in rows] == [0.05, 0.1]
+        assert eps50[attack] == _eps50(rows, 250.0)
+    assert eps50["worst_case"] == _eps50(results["worst_case"], 250.0)
+    assert eps50["worst_case:action"] is None  # no action attack was asked for
+    # what the README says of this policy: the white-box attacks break it by ε = 0.1 std
+    assert eps50["pgd-obs-v1"] is not None and eps50["pgd-obs-v1"] <= 0.1
+    assert eps50["worst_case"] == min(eps50["pgd-obs-v1"], eps50["mad-obs-v1"] or 1.0)

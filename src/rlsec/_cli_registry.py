@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rlsec._files import open_atomic, read_regular, write_atomic
 from rlsec.errors import ConfigError
 
 admin_app = typer.Typer(help="Set up the registry: the first admin, principals, tokens, gates.")
@@ -40,22 +41,28 @@ def _token() -> str | None:
     return os.environ.get("RLSEC_TOKEN")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    if path.exists():
-        raise ConfigError(f"{path} exists; refusing to overwrite a key")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+#: Caps on the files these commands read (keys, gate policies, evidence, saved heads,
+#: signatures); a FIFO, device or link is refused before reading (rlsec._files).
+_MAX_SMALL = 1 * 2**20
+_MAX_EVIDENCE = 64 * 2**20
+
+
+def _read(path: Path, what: str, max_bytes: int = _MAX_SMALL) -> bytes:
+    return read_regular(path, max_bytes=max_bytes, what=what)
+
+
+def _json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(_read(path, what))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
 
 
 def _read_key(path: Path) -> Any:
     from rlsec.registry import signing
 
     password = os.environ.get("RLSEC_KEY_PASSWORD")
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the signing key {path}: {exc}") from None
+    pem = _read(path, "signing key")
     return signing.load_private_key(pem, password.encode() if password else None)
 
 
@@ -150,10 +157,7 @@ def _token_revoke(token_id: Annotated[str, typer.Argument(help="The 16 hex digit
 @admin_app.command("gates")
 def _gates(path: Annotated[Path, typer.Argument(help="Gate policy JSON.")]) -> None:
     """Set the promotion gates (admin); see rlsec.registry.gates for the format."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read gate policy {path}: {exc}") from None
+    doc = _json(path, "gate policy")
     _registry().set_gates(_token(), doc)
     out.print(f"gates set from {path}")
 
@@ -164,16 +168,24 @@ def _keys_generate(
     key: Annotated[Path, typer.Option("--out", help="Private key file to create (0600).")],
 ) -> None:
     """Generate an EC P-256 signing key: the private PEM at --out (encrypted with
-    RLSEC_KEY_PASSWORD if set) and the public one beside it (.pub)."""
+    RLSEC_KEY_PASSWORD if set) and the public one beside it (.pub). Neither file may exist
+    (a link, even a dangling one, counts): keys are never overwritten."""
     from rlsec.registry import signing
 
+    pub = key.with_name(key.name + ".pub")
+    for path in (key, pub):
+        if os.path.lexists(path):
+            raise ConfigError(f"{path} exists; refusing to overwrite a key")
     k = signing.generate_key()
     password = os.environ.get("RLSEC_KEY_PASSWORD")
-    pub = key.with_name(key.name + ".pub")
-    if pub.exists():
-        raise ConfigError(f"{pub} exists; refusing to overwrite a key")
-    _write_private(key, signing.private_pem(k, password.encode() if password else None))
-    pub.write_bytes(signing.public_pem(k))
+    private = signing.private_pem(k, password.encode() if password else None)
+    write_atomic(key, private, mode=0o600, exclusive=True)
+    try:
+        write_atomic(pub, signing.public_pem(k), exclusive=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            key.unlink()  # created above, exclusively: no half-made pair stays
+        raise
     out.print(f"wrote {key} and {pub}; key id {signing.key_id(signing.public_pem(k))}")
 
 
@@ -185,10 +197,7 @@ def _keys_register(
     ] = None,
 ) -> None:
     """Trust a public key for signing versions."""
-    try:
-        pem = public.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {public}: {exc}") from None
+    pem = _read(public, "public key")
     kid = _registry().register_key(_token(), pem, principal=principal)
     out.print(f"registered key {kid}")
 
@@ -207,7 +216,7 @@ def _dir_files(directory: Path) -> dict[str, bytes]:
     for f in sorted(directory.iterdir()):
         if f.is_symlink() or not f.is_file():
             raise ConfigError(f"{f}: only regular files can be signed (no links, no folders)")
-        files[f.name] = f.read_bytes()
+        files[f.name] = read_regular(f, max_bytes=4 * 2**30, what="file to sign")
     if not files:
         raise ConfigError(f"{directory} is empty")
     return files
@@ -231,7 +240,7 @@ def _keys_sign(
     manifest = signing.Manifest(
         directory.resolve().name, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}
     )
-    signature.write_bytes(signing.sign(manifest, _read_key(key)))
+    write_atomic(signature, signing.sign(manifest, _read_key(key)))
     out.print(f"signed {len(files)} files of {directory} into {signature}")
 
 
@@ -247,8 +256,10 @@ def _keys_verify(
     from rlsec.errors import VerificationError
     from rlsec.registry import signing
 
-    pem = public.read_bytes()
-    manifest = signing.verify(signature.read_bytes(), {signing.key_id(pem): pem})
+    pem = _read(public, "public key")
+    manifest = signing.verify(
+        _read(signature, "signature bundle", 64 * 2**20), {signing.key_id(pem): pem}
+    )
     files = {n: hashlib.sha256(b).hexdigest() for n, b in _dir_files(directory).items()}
     if files != dict(manifest.files):
         changed = sorted(set(files) ^ set(manifest.files)) or sorted(
@@ -328,10 +339,7 @@ def _attach(
 ) -> None:
     """Attach red-team or verification results to a version, signed by you (gates count
     evidence from evaluators and reviewers other than the version's pusher)."""
-    try:
-        body = evidence.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {evidence}: {exc}") from None
+    body = _read(evidence, "evidence", _MAX_EVIDENCE)
     digest = _registry().attach(_token(), ref, body, key=_read_key(key))
     out.print(f"attached {evidence} to {ref} (sha256 {digest[:16]}...)")
 
@@ -399,9 +407,11 @@ def _audit_verify(
     witness = None
     if head is not None:
         try:
-            witness = SignedHead.from_dict(json.loads(head.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read the saved head {head}: {exc}") from None
+            witness = SignedHead.from_dict(_json(head, "saved head"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"{head} is not a saved tree head: {exc!r:.200}") from None
     r = _registry().audit_verify(_token(), witness=witness)
     size = r.head.size if r.head else 0
     root = r.head.root.hex() if r.head else ""
@@ -421,7 +431,7 @@ def _audit_head(
         raise ConfigError("the audit log is empty")
     text = json.dumps(h.to_dict(), indent=2, sort_keys=True)
     if to is not None:
-        to.write_text(text + "\n")
+        write_atomic(to, text + "\n")
         out.print(f"wrote the head at size {h.size} to {to}")
     else:
         print(text)
@@ -457,11 +467,9 @@ def _audit_export(
     from rlsec.registry.audit import ocsf_event
 
     entries = _registry().audit_entries(_token(), start)
-    tmp = to.with_name(f".{to.name}.tmp")
-    with tmp.open("w") as f:
+    with open_atomic(to) as f:  # an unpredictable temporary, never a planted link
         for e in entries:
-            f.write(json.dumps(ocsf_event(e), sort_keys=True) + "\n")
-    tmp.replace(to)
+            f.write((json.dumps(ocsf_event(e), sort_keys=True) + "\n").encode())
     out.print(f"wrote {len(entries)} events to {to}")
 
 

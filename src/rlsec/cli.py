@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from rlsec import __version__, _cli_registry
+from rlsec import __version__, _cli_registry, _files, _inputs
 from rlsec.errors import (
     AccessDenied,
     GateRefused,
@@ -25,21 +26,71 @@ from rlsec.errors import (
 
 __all__ = ["app", "main"]
 
+console = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Every ``rlsec`` command runs inside :meth:`invoke`, which turns rlsec's errors into a
+    message on stderr and an exit code: 2 bad input, 3 an integrity stop, 4 access denied, 5
+    a verification failure, 6 a gate not met; 1 an operating-system error (a full disk) or
+    ``rlsec verify``'s property does not hold; 130 interrupted. Usage errors exit 2 (click).
+    Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("interrupted: nothing was written")
+            raise typer.Exit(130) from None
+        except (RLSecError, OSError) as exc:
+            code, label = _exit_code(exc)
+            console.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(code) from None
+
+
+def _exit_code(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, IntegrityViolation):  # not bad input: the run was stopped on purpose
+        return 3, "integrity"
+    if isinstance(exc, AccessDenied):
+        return 4, "denied"
+    if isinstance(exc, VerificationError):
+        return 5, "does not verify"
+    if isinstance(exc, GateRefused):
+        return 6, "gate not met"
+    if isinstance(exc, RLSecError):
+        return 2, "error"
+    return 1, "error"  # OSError, e.g. the disk filled up while the report was written
+
+
 app = typer.Typer(
     name="rlsec",
+    cls=_Commands,
     help="Reinforcement-learning security: red-team, harden, verify, guard and govern policies.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 # Piped output keeps full-width tables instead of rich's 80-column default.
 out_console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+Unsafe = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-no-sandbox",
+        help="Let --env name a module outside gymnasium and rlsec to import (module:EnvId): "
+        "its code runs in this process, unsandboxed. Recorded in the results.",
+    ),
+]
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
+    if len(text) > 100_000:
+        raise typer.BadParameter(
+            f"expected at most 100000 characters of numbers, got {len(text)}", param_hint=what
+        )
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -109,6 +160,15 @@ def _redteam(
             "radius, in raw units."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace results.json and report.html in an --out that is not empty "
+            "(without it, such an --out is refused).",
+        ),
+    ] = False,
+    unsafe_no_sandbox: Unsafe = False,
 ) -> None:
     """Attack a policy with every inference-time attack at several budgets; report the damage."""
     import torch
@@ -135,9 +195,8 @@ def _redteam(
     eps_unit = eps_unit or "std"
     if eps_unit not in ("raw", "std"):
         raise typer.BadParameter(f"expected raw or std, got {eps_unit!r}", param_hint="--eps-unit")
-    if seeds < 1:
-        raise typer.BadParameter(f"expected >= 1, got {seeds}", param_hint="--seeds")
-    torch.set_num_threads(max(1, threads))
+    seed_list = _inputs.seed_range(seed, seeds)
+    torch.set_num_threads(_inputs.count("threads", threads, limit=_inputs.MAX_THREADS))
     attack_ids = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     if strategy is not None and attack_ids is not None and "strategy-obs-v1" not in attack_ids:
         attack_ids.append("strategy-obs-v1")
@@ -165,11 +224,13 @@ def _redteam(
             eps_unit=eps_unit,  # type: ignore[arg-type]
             alphas=alpha_values if alpha_values is not None else DEFAULT_ALPHAS,
             episodes=episodes,
-            seeds=[seed + i for i in range(seeds)],
+            seeds=seed_list,
             num_envs=num_envs,
             defense=defense,
             attack_params=attack_params,
             out=out,
+            force=force,
+            unsafe_no_sandbox=unsafe_no_sandbox,
             progress=progress,
         )
     out_console.print(results_table(results))
@@ -220,6 +281,7 @@ def _train(
         Path | None,
         typer.Option(help="Thresholds JSON for the calibrated checks (default: shipped ones)."),
     ] = None,
+    unsafe_no_sandbox: Unsafe = False,
 ) -> None:
     """Train a policy, vanilla or with a robust-training defense, into a native policy dir."""
     from rlsec.defenses import TrainConfig, train_policy
@@ -234,6 +296,7 @@ def _train(
         kappa=kappa,
         attack=attack,
         select=select,
+        unsafe_no_sandbox=unsafe_no_sandbox,
     )
     watch: Any = "default" if monitor else "off"
     if monitor and monitor_thresholds is not None:
@@ -282,17 +345,23 @@ def _train(
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
-    import json
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r:.80}", param_hint="--param")
+        if len(item) > 100_000:
+            raise typer.BadParameter(
+                f"expected at most 100000 characters, got {len(item)}", param_hint="--param"
+            )
         try:
             out[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
             out[key.strip()] = text  # a bare string
+        except RecursionError:
+            raise typer.BadParameter(
+                f"{key.strip()}: the JSON value is nested too deeply", param_hint="--param"
+            ) from None
     return out
 
 
@@ -319,6 +388,7 @@ def _poison(
         str | None,
         typer.Option(help="A clean policy to compare with (default: train one, same seed)."),
     ] = None,
+    unsafe_no_sandbox: Unsafe = False,
 ) -> None:
     """Train under a training-time attack; compare with clean training; write results."""
     from rlsec.poison import poison as run
@@ -350,6 +420,7 @@ def _poison(
             seed=seed,
             episodes=episodes,
             reference=reference,
+            unsafe_no_sandbox=unsafe_no_sandbox,
             progress=progress,
         )
     out_console.print(results_table(results))
@@ -389,10 +460,9 @@ def _verify(
     ] = None,
     method: Annotated[str, typer.Option(help="crown or ibp (feature-vector attacks).")] = "crown",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+    unsafe_no_sandbox: Unsafe = False,
 ) -> None:
     """Model-check a policy in a finite environment with Storm (or a PRISM model as written)."""
-    import json
-
     from rlsec.verify.run import verify
 
     doc = verify(
@@ -406,6 +476,7 @@ def _verify(
         counterexample_label=counterexample,
         strategy_out=strategy,
         method=method,
+        unsafe_no_sandbox=unsafe_no_sandbox,
     )
     secs = doc["seconds"]
     out_console.print(f"{doc['property']}: [bold]{doc['result']}[/bold]", highlight=False)
@@ -436,7 +507,7 @@ def _verify(
         if "picture" in ce:
             out_console.print(escape(ce["picture"]), highlight=False)
     if json_out is not None:
-        json_out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        _files.write_atomic(json_out, json.dumps(doc, indent=1, default=str) + "\n")
         out_console.print(f"wrote {json_out}")
     if doc["result"] is False:
         raise typer.Exit(1)
@@ -456,10 +527,9 @@ def _certify(
     sigma: Annotated[float, typer.Option(help="Smoothing noise (in --eps-unit).")] = 0.25,
     samples: Annotated[int, typer.Option(help="Smoothing Monte Carlo copies per state.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the rollouts and the noise.")] = 0,
+    unsafe_no_sandbox: Unsafe = False,
 ) -> None:
     """Certify a policy's per-state robustness: certified radii and certified shares per ε."""
-    import json
-
     from rlsec.verify.run import certify
 
     doc = certify(
@@ -472,6 +542,7 @@ def _certify(
         sigma=sigma,
         samples=samples,
         seed=seed,
+        unsafe_no_sandbox=unsafe_no_sandbox,
     )
     radii = np.asarray([s["radius"] for s in doc["states"]])
     table = Table(title=f"{doc['method']} certificates ({doc['norm']}, ε in {doc['eps_unit']})")
@@ -484,7 +555,7 @@ def _certify(
         f"{len(radii)} states: median radius {np.median(radii):.4g}, {doc['seconds']:.2f} s",
         highlight=False,
     )
-    json_out.write_text(json.dumps(doc) + "\n")
+    _files.write_atomic(json_out, json.dumps(doc) + "\n")
     out_console.print(f"wrote {json_out}")
 
 
@@ -496,12 +567,17 @@ def _shield(
     delta: Annotated[
         float, typer.Option(help="Largest allowed probability of ever reaching the label.")
     ] = 0.0,
+    unsafe_no_sandbox: Unsafe = False,
 ) -> None:
     """Compute per-state safe action sets for a runtime shield by model checking the env."""
+    from rlsec.envs import unsafe_no_sandbox as no_sandbox
     from rlsec.verify.model import Model
     from rlsec.verify.shield import safe_actions
 
-    shield = safe_actions(Model.from_env(env), label, delta)
+    delta = _inputs.fraction("--delta", delta)
+    with no_sandbox(unsafe_no_sandbox):
+        model = Model.from_env(env)
+    shield = safe_actions(model, label, delta)
     shield.save(out)
     n_s, n_a = shield.allowed.shape
     out_console.print(
@@ -563,44 +639,20 @@ _cli_registry.register(app)
 
 
 def main() -> None:
-    """Entry point: run the app, turning rlsec's errors into a message and an exit code:
-    2 bad input, 3 an integrity stop, 4 access denied, 5 a verification failure, 6 a gate
-    not met."""
+    """Entry point: run the ``rlsec`` command line and exit with its code (see
+    :class:`_Commands`); usage errors are shown as click shows them, exit code 2."""
     try:
-        code = app(standalone_mode=False)  # typer.Exit comes back as a return value here
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except IntegrityViolation as exc:  # not bad input: the run was stopped on purpose
-        console.print(f"[bold red]integrity:[/bold red] {escape(str(exc))}", highlight=False)
-        sys.exit(3)
-    except AccessDenied as exc:
-        console.print(f"[bold red]denied:[/bold red] {escape(str(exc))}", highlight=False)
-        sys.exit(4)
-    except VerificationError as exc:
-        console.print(f"[bold red]does not verify:[/bold red] {escape(str(exc))}", highlight=False)
-        sys.exit(5)
-    except GateRefused as exc:
-        console.print(f"[bold red]gate not met:[/bold red] {escape(str(exc))}", highlight=False)
-        sys.exit(6)
-    except RLSecError as exc:
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
-    except OSError as exc:  # e.g. the disk filled up while the report was written
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
-        sys.exit(1)
+        code = app(prog_name="rlsec", standalone_mode=False)
     except typer.Abort:
         console.print("aborted")
         sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("interrupted: nothing was written")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except Exception as exc:
         # Usage errors of the (vendored) click under typer: show them as click would.
         show = getattr(exc, "show", None)
-        code = getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
+        usage = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(usage, int):
             show()
-            sys.exit(code)
+            sys.exit(usage)
         raise
+    if isinstance(code, int) and code:  # typer.Exit comes back as a value here
+        sys.exit(code)

@@ -8,6 +8,8 @@ family also subclasses the matching built-in, so ``except ValueError`` keeps wor
     │   ├── InvalidBudget                    ε < 0, NaN, a probability outside [0, 1], ...
     │   ├── UnknownAttack (KeyError)         an attack id that is not registered
     │   ├── UnknownEnv (KeyError)            an environment id Gymnasium does not know
+    │   ├── UnsafeEnvId                      an environment id whose ``module:`` part would
+    │   │                                    import code from outside gymnasium and rlsec
     │   └── ModelError                       a finite model, PRISM file or temporal-logic
     │                                        property is malformed (says where)
     ├── SpaceMismatch (ValueError)           policy and environment spaces disagree
@@ -53,6 +55,7 @@ __all__ = [
     "UnknownAttack",
     "UnknownEnv",
     "UnsafeArtifact",
+    "UnsafeEnvId",
     "VerificationError",
 ]
 
@@ -81,6 +84,12 @@ class UnknownEnv(ConfigError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class UnsafeEnvId(ConfigError):
+    """An environment id of the form ``module:EnvId`` whose module is outside gymnasium and
+    rlsec: Gymnasium would import it (running its code) to find the environment, so it is
+    refused unless the caller opts out of the sandbox (``--unsafe-no-sandbox``)."""
 
 
 class ModelError(ConfigError):

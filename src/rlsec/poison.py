@@ -98,7 +98,9 @@ def make_training_attack(attack_id: str, epsilon: float, **params: Any) -> Attac
 def _agreement(policy: Policy, reference: Policy, env_id: str, *, steps: int, seed: int) -> float:
     """Fraction of the states ``policy`` visits (clean env, ``steps`` steps) on which its
     action differs from ``reference``'s."""
-    env = gym.make_vec(env_id, num_envs=8)
+    from rlsec.envs import make_vec
+
+    env = make_vec(env_id, num_envs=8)
     try:
         obs, _ = env.reset(seed=seed)
         differ = total = 0
@@ -130,6 +132,7 @@ def poison(
     seed: int = 0,
     episodes: int = 50,
     reference: str | os.PathLike[str] | None = None,
+    unsafe_no_sandbox: bool = False,
     progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``algo`` on ``env_id`` under a training-time attack and measure the damage.
@@ -137,14 +140,55 @@ def poison(
     Writes ``out/poisoned/`` (the poisoned policy, its training log and the integrity
     monitor's findings), ``out/reference/`` (a clean training with the same configuration and
     seed, unless ``reference`` names an existing policy), and ``out/results.json`` plus
-    ``out/report.html``.
+    ``out/report.html``. ``out`` must be new or an empty directory. ``unsafe_no_sandbox``
+    lets ``env_id`` name a module outside gymnasium and rlsec to import (see
+    :func:`rlsec.envs.unsafe_no_sandbox`); the results' ``config`` records it.
 
     Raises:
-        ConfigError, UnknownAttack, UnknownEnv: bad input; nothing was written.
+        ConfigError, UnknownAttack, UnknownEnv, UnsafeEnvId: bad input; nothing was written.
     """
+    from rlsec.envs import unsafe_no_sandbox as no_sandbox
+
+    if not isinstance(unsafe_no_sandbox, bool):
+        raise ConfigError(f"unsafe_no_sandbox must be a bool, got {unsafe_no_sandbox!r}")
+    with no_sandbox(unsafe_no_sandbox):
+        return _poison(
+            attack_id,
+            epsilon,
+            algo=algo,
+            env_id=env_id,
+            out=out,
+            params=params,
+            steps=steps,
+            seed=seed,
+            episodes=episodes,
+            reference=reference,
+            unsafe_no_sandbox=unsafe_no_sandbox,
+            progress=progress,
+        )
+
+
+def _poison(
+    attack_id: str,
+    epsilon: float,
+    *,
+    algo: str,
+    env_id: str,
+    out: str | os.PathLike[str],
+    params: Mapping[str, Any] | None,
+    steps: int | None,
+    seed: int,
+    episodes: int,
+    reference: str | os.PathLike[str] | None,
+    unsafe_no_sandbox: bool,
+    progress: Callable[[str, float], None] | None,
+) -> dict[str, Any]:
+    from rlsec import _inputs
+    from rlsec._files import check_new_dir
     from rlsec.defenses import TrainConfig, train_policy
     from rlsec.defenses.monitors import IntegrityMonitor
     from rlsec.defenses.training import shipped_thresholds
+    from rlsec.envs import make, make_vec
     from rlsec.evaluate.rollout import rollout
     from rlsec.evaluate.stats import summarize_returns
     from rlsec.policies import load_policy
@@ -153,13 +197,14 @@ def poison(
 
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    epsilon = _inputs.budget("epsilon", epsilon)
+    episodes = _inputs.count("episodes", episodes, limit=_inputs.MAX_EPISODES)
+    _inputs.seed(_inputs.seed(seed) + 10_000, "seed + 10000 (the evaluation's seed)")
     attack = make_training_attack(attack_id, epsilon, **dict(params or {}))
-    config = TrainConfig(algo=algo, env_id=env_id, steps=steps, seed=seed).validated()
-    if int(episodes) < 1:
-        raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    out_dir = check_out_dir(out)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"--out {out_dir} exists and is not an empty directory")
+    config = TrainConfig(
+        algo=algo, env_id=env_id, steps=steps, seed=seed, unsafe_no_sandbox=unsafe_no_sandbox
+    ).validated()
+    out_dir = check_new_dir(check_out_dir(out, force=True))
     ref_policy = None
     if reference is not None:
         ref_policy = load_policy(reference, env_id=env_id)
@@ -186,7 +231,7 @@ def poison(
     if wrap is None and not callbacks:
         raise ConfigError(f"{attack_id} has no way into training (no env wrapper, no callback)")
     if wrap is not None:  # fail now, not after the reference training (a missing parameter)
-        probe = gym.make(env_id)
+        probe = make(env_id)
         try:
             wrap(probe)
         finally:
@@ -211,7 +256,7 @@ def poison(
     poisoned = load_policy(out_dir / "poisoned" / "policy")
     if progress:
         progress("evaluating", 0.0)
-    venv = gym.make_vec(env_id, num_envs=min(episodes, 32))
+    venv = make_vec(env_id, num_envs=min(episodes, 32))
     try:
         clean_stats = rollout(ref_policy, venv, episodes, seed=seed + 10_000)
         poisoned_stats = rollout(poisoned, venv, episodes, seed=seed + 10_000)
@@ -292,6 +337,7 @@ def poison(
             "training": config.to_dict(),
             "episodes": int(episodes),
             "eval_seed": seed + 10_000,
+            "unsafe_no_sandbox": unsafe_no_sandbox,
         },
         "started_at": started,
         "seconds": time.perf_counter() - t0,

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from rlsec._files import check_new_dir
 from rlsec.core import Policy
 from rlsec.envs import env_spaces
+from rlsec.envs import unsafe_no_sandbox as _no_sandbox
 from rlsec.errors import ConfigError
 from rlsec.evaluate import DEFAULT_ALPHAS, DEFAULT_EPSILONS, CampaignConfig, run_campaign
 from rlsec.evaluate.campaign import ProgressFn
@@ -37,15 +39,26 @@ def load_for_redteam(source: str | os.PathLike[str], env_id: str | None) -> Poli
     return load_policy(s, env_id=env_id, env_spaces=spaces)
 
 
-def check_out_dir(out: str | os.PathLike[str]) -> Path:
-    """Check, before any work, that the report can be written to ``out``.
+def check_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Check, before any work, that the report can be written to ``out``: a new directory,
+    an empty one, or (``force``) any directory, whose ``results.json`` and ``report.html``
+    are then replaced (nothing else in it is touched).
 
     Raises:
-        ConfigError: ``out`` is a file, or no directory on its path can be written.
+        ConfigError: ``out`` is a file or a link, is a directory that is not empty and
+            ``force`` is false, or no directory on its path can be written.
     """
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out must be a directory, got the existing file {path}")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        kind = "link" if path.is_symlink() else "file"
+        raise ConfigError(f"--out must be a directory, got the existing {kind} {path}")
+    if not force:
+        try:
+            check_new_dir(path)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (or pass --force to replace the report in it: results.json and report.html)"
+            ) from None
     existing = path
     while not existing.exists():
         existing = existing.parent
@@ -68,6 +81,8 @@ def redteam(
     attack_params: dict[str, dict[str, Any]] | None = None,
     defense: str | None = None,
     out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    unsafe_no_sandbox: bool = False,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Attack a policy with every applicable inference-time attack and measure the damage.
@@ -82,15 +97,22 @@ def redteam(
         defense: an inference-time defense to wrap the policy in, ``NAME[:KEY=VALUE,...]``
             such as ``smoothing:sigma=0.2,n=100`` (see :mod:`rlsec.defenses.inference`); the
             attacks then attack the defended policy, and ``results["defense"]`` records it.
-        out: if given, write ``results.json`` and ``report.html`` there.
+        out: if given, write ``results.json`` and ``report.html`` there: a new or empty
+            directory, unless ``force`` (then those two files are replaced).
+        unsafe_no_sandbox: let ``env_id`` (or the policy's recorded environment) name a
+            module outside gymnasium and rlsec to import (``module:EnvId``), which runs its
+            code in this process; refused otherwise (:class:`~rlsec.errors.UnsafeEnvId`).
+            Recorded in ``results["config"]``.
 
     Returns:
         The results, in the ``results.json`` contract.
+
+    Raises:
+        ConfigError and its kinds (UnknownEnv, UnsafeEnvId, InvalidBudget, ...), SpaceMismatch,
+        PolicyLoadError, AttackNotApplicable: bad input, before anything runs or is written.
     """
     if out is not None:
-        check_out_dir(out)
-    if isinstance(policy, (str, os.PathLike)):
-        policy = load_for_redteam(policy, env_id)
+        check_out_dir(out, force=force)
     config = CampaignConfig(
         env_id=env_id,
         attacks=attacks,
@@ -102,7 +124,12 @@ def redteam(
         num_envs=num_envs,
         attack_params=attack_params or {},
         defense=defense,
+        unsafe_no_sandbox=unsafe_no_sandbox,
     )
+    config.validate()  # before loading anything: run_campaign validates again, idempotently
+    if isinstance(policy, (str, os.PathLike)):
+        with _no_sandbox(config.unsafe_no_sandbox):
+            policy = load_for_redteam(policy, env_id)
     results = run_campaign(policy, config, progress=progress)
     if out is not None:
         from rlsec.report import write_report

@@ -492,3 +492,14 @@ def test_data_attacks_are_not_in_the_red_team_suite() -> None:
 
     assert not set(DATA_ATTACKS) & set(ATTACKS)
     assert {cls.id for cls in (FlipData, NoiseData, TargetActionData)} == set(DATA_ATTACKS)
+
+
+def test_saving_a_dataset_never_writes_through_a_link_at_its_old_temporary_name(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / ".data.npz.tmp").symlink_to(victim)
+    back = TransitionDataset.load(_dataset(5).save(tmp_path / "data.npz"))
+    assert victim.read_text() == "keep"
+    assert len(back) == 5

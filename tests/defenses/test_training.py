@@ -33,7 +33,7 @@ PPO_TINY = {"n_steps": 64, "batch_size": 64, "n_epochs": 2}
             {"algo": "ppo", "env_id": "FrozenLake-v1", "defense": "adv", "eps": 0.1},
             "perturbs continuous observations",
         ),
-        ({"algo": "ppo", "env_id": "CartPole-v1", "steps": 0}, "steps must be a positive"),
+        ({"algo": "ppo", "env_id": "CartPole-v1", "steps": 0}, "steps must be >= 1, got 0"),
         ({"algo": "ppo", "env_id": "CartPole-v1", "adv_prob": 1.5}, "adv_prob must be"),
         (
             {
@@ -299,3 +299,27 @@ def test_wrap_env_and_callbacks_reach_the_learner(tmp_path: Path) -> None:
     assert seen[-1] == 128
     summary = json.loads(result.summary.read_text())
     assert summary["monitor"]["findings"] == 0
+
+
+def test_pointer_and_summary_files_never_write_through_a_link_at_their_old_temporary_name(
+    tmp_path: Path,
+) -> None:
+    from rlsec.defenses.training import _point, _write_json
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for name in (".LATEST.tmp", ".training.json.tmp", "BEST"):
+        (tmp_path / name).symlink_to(victim)
+    _point(tmp_path / "LATEST", "step-000000010")
+    _point(tmp_path / "BEST", "step-000000010")
+    _write_json(tmp_path / "training.json", {"ok": True})
+    assert victim.read_text() == "keep"
+    assert (tmp_path / "LATEST").read_text() == "step-000000010\n"
+    assert not (tmp_path / "BEST").is_symlink()
+    assert json.loads((tmp_path / "training.json").read_text()) == {"ok": True}
+
+
+def test_the_unsafe_env_flag_is_recorded_with_the_config() -> None:
+    assert TrainConfig(algo="ppo", env_id="CartPole-v1").to_dict()["unsafe_no_sandbox"] is False
+    with pytest.raises(ConfigError, match="steps must be at most 1,000,000,000"):
+        TrainConfig(algo="ppo", env_id="CartPole-v1", steps=10**12).validated()

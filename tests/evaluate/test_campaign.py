@@ -208,3 +208,53 @@ def test_repeated_budgets_are_run_once_and_empty_attack_lists_are_refused() -> N
 
     with pytest.raises(ConfigError, match="at least one attack"):
         run_campaign(policy, CampaignConfig(attacks=[], episodes=1))
+
+
+def test_a_budget_that_overflows_float32_in_raw_units_is_refused_before_any_attack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ε = 0.1 std is harmless, unless a feature's std is 1e20: then the raw budget is 1e19
+    and the l2 norms of the perturbation overflow float32."""
+    import rlsec.evaluate.campaign as campaign
+
+    policy = load_policy("zoo:cartpole-ppo")
+    assert policy.info.observation_stats is not None
+    policy.info.observation_stats = {**policy.info.observation_stats, "std": [1, 1, 1, 1e20]}
+    attacked: list[object] = []
+    original = campaign.rollout
+
+    def rollout(*args: object, **kwargs: object) -> object:
+        attacked.append(kwargs.get("attack"))
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(campaign, "rollout", rollout)
+    config = CampaignConfig(attacks=["pgd-l2-obs-v1"], epsilons=[0.1], alphas=[], episodes=1)
+    with pytest.raises(InvalidBudget, match="feature 3 is a raw budget of 1e\\+19"):
+        run_campaign(policy, config)
+    assert attacked and all(a is None for a in attacked)  # no attacked episode was played
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("episodes", 10**9, "episodes must be at most 1,000,000"),
+        ("num_envs", 10**7, "num_envs must be at most 4,096"),
+        ("episodes", True, "episodes must be an integer"),
+        ("seeds", [-1], "seed must be in"),
+        ("seeds", list(range(1001)), "seeds must be at most 1,000"),
+        ("epsilons", [1e39], "at most 1e\\+15"),
+        ("alphas", [math.nan], "must be in \\[0, 1\\]"),
+        ("env_id", "this:CartPole-v1", "refusing the environment id"),
+        ("unsafe_no_sandbox", "yes", "must be a bool"),
+    ],
+)
+def test_campaign_input_is_bounded(field: str, value: object, message: str) -> None:
+    from rlsec.errors import ConfigError
+
+    config = CampaignConfig(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_the_results_record_whether_the_sandbox_was_bypassed(dqn_results: dict) -> None:
+    assert dqn_results["config"]["unsafe_no_sandbox"] is False

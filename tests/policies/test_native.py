@@ -892,3 +892,28 @@ def test_fuzzed_spec_json_loads_or_raises_an_rlsec_error(
     obs = sample(policy.observation_space, n=4)
     actions = policy.act(obs)
     assert actions.shape[0] == 4
+
+
+@pytest.mark.parametrize("name", [SPEC, WEIGHTS])
+def test_a_fifo_or_link_in_a_policy_directory_is_refused_before_reading(
+    tmp_path: pathlib.Path, name: str
+) -> None:
+    import shutil
+    import threading
+
+    from rlsec.policies import zoo_path
+
+    d = tmp_path / "p"
+    shutil.copytree(zoo_path("cartpole-ppo"), d)
+    real = tmp_path / name
+    (d / name).rename(real)
+    os.mkfifo(d / name)
+    box: dict[str, str] = {}
+    t = threading.Thread(target=lambda: box.update(msg=load_error(d)), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "loading blocked on a FIFO"
+    assert f"{name} at {d / name} is a FIFO; expected a regular file" in box["msg"]
+    (d / name).unlink()
+    (d / name).symlink_to(real)
+    assert "is a symbolic link" in load_error(d)

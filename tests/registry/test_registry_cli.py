@@ -212,3 +212,100 @@ def test_offline_sign_and_verify_of_a_directory(
         "keys", "verify", str(model), "--signature", str(sig), "--public", f"{key}.pub", code=5
     )
     assert "weights.safetensors" in bad
+
+
+def _admin(cli: Cli) -> str:
+    return _token(cli("admin", "init", "--name", "alice"))
+
+
+def test_audit_export_never_writes_through_a_link_at_its_old_temporary_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    admin = _admin(cli)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / ".events.jsonl.tmp").symlink_to(victim)  # the fixed name it used to write
+    (tmp_path / "events.jsonl").symlink_to(victim)  # and the output itself
+    cli("audit", "export", "--out", str(tmp_path / "events.jsonl"), token=admin)
+    assert victim.read_text() == "keep"
+    assert not (tmp_path / "events.jsonl").is_symlink()
+    assert json.loads((tmp_path / "events.jsonl").read_text().splitlines()[0])["class_uid"]
+
+
+def test_keys_generate_refuses_a_dangling_link_at_the_public_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    (tmp_path / "k.pem.pub").symlink_to(tmp_path / "written-elsewhere")
+    out = cli("keys", "generate", "--out", str(tmp_path / "k.pem"), code=2)
+    assert "k.pem.pub exists; refusing to overwrite a key" in out
+    assert not (tmp_path / "written-elsewhere").exists()
+    assert not (tmp_path / "k.pem").exists()  # no half-made pair
+    (tmp_path / "k2.pem").symlink_to(tmp_path / "private-elsewhere")
+    cli("keys", "generate", "--out", str(tmp_path / "k2.pem"), code=2)
+    assert not (tmp_path / "private-elsewhere").exists()
+
+
+def test_keys_sign_and_audit_head_replace_a_link_instead_of_following_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    admin = _admin(cli)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for name in ("sig", "head.json"):
+        (tmp_path / name).symlink_to(victim)
+    cli("keys", "generate", "--out", str(tmp_path / "k.pem"))
+    cli("keys", "sign", str(ZOO), "--key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "sig"))
+    cli("audit", "head", "--out", str(tmp_path / "head.json"), token=admin)
+    assert victim.read_text() == "keep"
+    assert json.loads((tmp_path / "head.json").read_text())["size"] >= 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("admin", "gates", "{f}"),
+        ("keys", "register", "{f}"),
+        ("registry", "attach", "c@1", "{f}"),
+        ("audit", "verify", "--head", "{f}"),
+        ("registry", "push", str(ZOO), "--name", "c", "--key", "{f}"),
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_registry_commands_refuse_a_fifo_without_blocking(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: tuple[str, ...],
+) -> None:
+    import threading
+
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    admin = _admin(cli)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = [a.format(f=fifo) for a in command]
+    box: dict[str, str] = {}
+    t = threading.Thread(target=lambda: box.update(out=cli(*args, token=admin, code=2)))
+    t.start()
+    t.join(30)
+    if t.is_alive():  # unblock the reader so the suite can go on, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail(f"rlsec {' '.join(args)} blocked on a FIFO")
+    assert "is a FIFO; expected a regular file" in " ".join(box["out"].split())
+
+
+def test_a_signature_nested_too_deeply_for_the_json_parser_does_not_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(tmp_path / "home", monkeypatch, capsys)
+    cli("keys", "generate", "--out", str(tmp_path / "k.pem"))
+    (tmp_path / "sig").write_text("[" * 100_000)
+    out = cli(
+        "keys", "verify", str(ZOO), "--signature", str(tmp_path / "sig"), "--public",
+        str(tmp_path / "k.pem.pub"), code=5,
+    )  # fmt: skip
+    assert "is not valid JSON" in out

@@ -478,3 +478,18 @@ def test_write_report_variants_render(results: dict[str, Any], tmp_path: Path) -
         paths = write_report(variant, tmp_path / str(i))
         assert json.loads(paths["json"].read_text(encoding="utf-8")) == variant
         assert "pgd-obs-v1" in paths["html"].read_text(encoding="utf-8")
+
+
+def test_write_report_replaces_links_instead_of_writing_through_them(
+    tmp_path: Path, results: dict[str, Any]
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("results.json", "report.html", ".results.json.tmp", ".report.html.tmp"):
+        (out / name).symlink_to(victim)
+    write_report(results, out)
+    assert victim.read_text() == "keep"
+    assert json.loads((out / "results.json").read_text())["kind"] == results["kind"]
+    assert not (out / "report.html").is_symlink()

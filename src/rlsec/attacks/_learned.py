@@ -67,8 +67,10 @@ class AdversaryEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     def __init__(self, env_id: str, victim: Policy, ball: Ball) -> None:
+        from rlsec.envs import make
+
         super().__init__()
-        self.env = gym.make(env_id)
+        self.env = make(env_id)
         self.victim = victim
         self.ball = ball
         space = victim.observation_space

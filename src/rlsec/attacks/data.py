@@ -278,8 +278,9 @@ class TransitionDataset(Transitions):
             "action_space": space_to_json(self.action_space),
             "info": dict(self.info),
         }
-        tmp = target.with_name(f".{target.name}.tmp")
-        with tmp.open("wb") as f:
+        from rlsec._files import open_atomic
+
+        with open_atomic(target) as f:
             np.savez(
                 f,
                 obs=self.obs,
@@ -289,7 +290,6 @@ class TransitionDataset(Transitions):
                 dones=self.dones,
                 meta=np.array(json.dumps(meta, sort_keys=True, allow_nan=False)),
             )
-        os.replace(tmp, target)
         return target
 
     @classmethod
@@ -1184,7 +1184,7 @@ def collect_dataset(
         >>> len(ds), ds.obs.shape, ds.info["env_id"]
         (50, (50, 4), 'CartPole-v1')
     """
-    from rlsec.envs import check_policy_env, env_spec
+    from rlsec.envs import check_policy_env, env_spec, make
 
     env_spec(env_id)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -1194,7 +1194,7 @@ def collect_dataset(
     if policy is not None:
         check_policy_env(policy, env_id)
     rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
+    env = make(env_id)
     try:
         _check_spaces(env.observation_space, env.action_space, env_id)
         env.action_space.seed(int(rng.integers(2**31)))

@@ -1116,7 +1116,9 @@ class DisturbanceAdversaryEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(self, env_id: str, victim: Policy, epsilon: float) -> None:
         super().__init__()
         self._a = np.zeros(1)
-        self.env = DisturbanceWrapper(gym.make(env_id), epsilon, self._planned)
+        from rlsec.envs import make
+
+        self.env = DisturbanceWrapper(make(env_id), epsilon, self._planned)
         self.victim = victim
         space = self.env.observation_space
         if not isinstance(space, gym.spaces.Box):
@@ -1301,7 +1303,7 @@ def dynamics_damage(
         ConfigError, UnknownEnv, UnknownAttack, SpaceMismatch: before anything runs.
     """
     from rlsec import __version__
-    from rlsec.envs import check_policy_env
+    from rlsec.envs import check_policy_env, make_vec
     from rlsec.evaluate.rollout import rollout
 
     specs = ["shift-dynamics-v1", "noise-dynamics-v1"] if attacks is None else list(attacks)
@@ -1338,7 +1340,7 @@ def dynamics_damage(
             progress(label, fraction)
 
     def play(seed: int, wrap: _Wrap | None) -> EpisodeStats:
-        venv = gym.make_vec(
+        venv = make_vec(
             env, num_envs=n, vectorization_mode="sync", wrappers=[wrap] if wrap else None
         )
         try:

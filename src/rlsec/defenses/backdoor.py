@@ -252,14 +252,14 @@ def probe_states(
     Raises:
         ConfigError: bad counts. SpaceMismatch: the policy does not fit the environment.
     """
-    from rlsec.envs import check_policy_env
+    from rlsec.envs import check_policy_env, make
 
     if episodes < 1 or max_states < 1:
         raise ConfigError(
             f"episodes and max_states must be >= 1, got {episodes!r} and {max_states!r}"
         )
     check_policy_env(policy, env_id)
-    env = gym.make(env_id)
+    env = make(env_id)
     states: list[np.ndarray] = []
     try:
         for ep in range(episodes):

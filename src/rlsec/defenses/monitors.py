@@ -178,9 +178,13 @@ class Thresholds:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Thresholds:
+        from rlsec._files import read_regular
+
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
+            return cls.from_dict(
+                json.loads(read_regular(path, max_bytes=16 * 2**20, what="thresholds file"))
+            )
+        except (OSError, ConfigError, json.JSONDecodeError, RecursionError) as exc:
             raise ConfigError(f"cannot read thresholds from {path}: {exc}") from None
 
 

@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlsec import _files, _inputs
 from rlsec.attacks import make_attack
 from rlsec.attacks.observation import LearnedObservation, ObservationAttack
 from rlsec.core import Surface, ThreatModel
@@ -50,7 +51,7 @@ from rlsec.defenses.regularisers import (
     KLSmoothness,
     MarginSmoothness,
 )
-from rlsec.envs import env_spaces
+from rlsec.envs import env_spaces, make, make_vec, unsafe_no_sandbox
 from rlsec.errors import ConfigError, IntegrityViolation
 from rlsec.evaluate.rollout import rollout
 from rlsec.evaluate.stats import mean_ci
@@ -193,6 +194,9 @@ class TrainConfig:
             defense's own ``attack`` at ε on the same validation episodes (a defended run
             only: it needs ε > 0). Default: the recipe's, else ``final``.
         select_episodes: validation episodes per checkpoint when ``select`` is ``best``.
+        unsafe_no_sandbox: let ``env_id`` name a module outside gymnasium and rlsec to
+            import (``module:EnvId``; its code runs unsandboxed, see
+            :func:`rlsec.envs.unsafe_no_sandbox`); recorded with the run.
     """
 
     algo: str
@@ -217,6 +221,7 @@ class TrainConfig:
     eval_seed: int = 20261125
     select: str | None = None
     select_episodes: int = 10
+    unsafe_no_sandbox: bool = False
 
     def validated(self) -> TrainConfig:
         """Check every field (and the environment); return the config with defaults filled.
@@ -229,33 +234,37 @@ class TrainConfig:
             raise ConfigError(f"algo must be one of {list(ALGOS)}, got {self.algo!r}")
         if self.defense not in DEFENSES:
             raise ConfigError(f"defense must be one of {list(DEFENSES)}, got {self.defense!r}")
-        eps = float(self.eps)
-        if not np.isfinite(eps) or eps < 0:
-            raise ConfigError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        if not isinstance(self.unsafe_no_sandbox, bool):
+            raise ConfigError(f"unsafe_no_sandbox must be a bool, got {self.unsafe_no_sandbox!r}")
+        eps = _inputs.budget("eps", self.eps)
         if self.defense != "none" and eps == 0:
             raise ConfigError(f"defense {self.defense!r} needs a budget: pass eps > 0")
-        for name in ("steps", "adversary_steps", "n_envs", "checkpoint_every"):
+        for name in ("steps", "adversary_steps", "checkpoint_every"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) < 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None:
+                _inputs.count(name, value, limit=_inputs.MAX_STEPS)
+        if self.n_envs is not None:
+            _inputs.count("n_envs", self.n_envs, limit=_inputs.MAX_NUM_ENVS)
+        for name in ("eval_episodes", "select_episodes"):
+            _inputs.count(name, getattr(self, name), limit=_inputs.MAX_EPISODES)
+        _inputs.seed(self.seed)
+        _inputs.seed(self.eval_seed)
+        _inputs.seed(self.eval_seed + self.eval_episodes + 1, "eval_seed + eval_episodes + 1")
         if self.select is not None and self.select not in SELECTIONS:
             raise ConfigError(f"select must be one of {list(SELECTIONS)}, got {self.select!r}")
         if self.select == "robust" and self.defense == "none":
             raise ConfigError(
                 "select 'robust' validates under the defense's attack at ε: it needs a defense"
             )
-        for name in ("attack_steps", "atla_phases", "eval_episodes", "select_episodes"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("attack_steps", "atla_phases"):
+            _inputs.count(name, getattr(self, name), limit=_inputs.MAX_STEPS)
         for name in ("adv_prob", "eps_ramp"):
-            v = float(getattr(self, name))
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} must be a fraction in [0, 1], got {v!r}")
-        if not (np.isfinite(self.margin) and self.margin >= 0):
-            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin!r}")
-        if self.kappa is not None and not (np.isfinite(self.kappa) and self.kappa >= 0):
-            raise ConfigError(f"kappa must be a finite number >= 0, got {self.kappa!r}")
-        obs_space, act_space = env_spaces(self.env_id)
+            _inputs.fraction(name, getattr(self, name))
+        _inputs.budget("margin", self.margin)
+        if self.kappa is not None:
+            _inputs.budget("kappa", self.kappa)
+        with unsafe_no_sandbox(self.unsafe_no_sandbox):
+            obs_space, act_space = env_spaces(self.env_id)
         _check_spaces(self.algo, self.env_id, obs_space, act_space)
         if self.defense != "none" and not isinstance(obs_space, gym.spaces.Box):
             raise ConfigError(
@@ -267,6 +276,7 @@ class TrainConfig:
             sc = np.asarray(self.scale, dtype=float)
             if sc.shape != (dim,) or not np.all(np.isfinite(sc)) or np.any(sc < 0):
                 raise ConfigError(f"scale must be {dim} finite numbers >= 0, got {self.scale!r}")
+            _inputs.raw_budgets("eps", [eps], sc)
         if self.defense == "adv":
             from rlsec.attacks import attack_class
 
@@ -315,8 +325,7 @@ class TrainResult:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out} exists and is not an empty directory")
+    _files.check_new_dir(out)
 
 
 def train_policy(
@@ -347,9 +356,24 @@ def train_policy(
     only when training completes. With ``select="best"``, ``out/checkpoints/BEST`` names the
     best-validated checkpoint so far, which is kept, and that checkpoint is the one exported.
 
+    Every environment is built inside :func:`rlsec.envs.unsafe_no_sandbox` if, and only if,
+    ``config.unsafe_no_sandbox``.
+
     Raises:
-        ConfigError, UnknownEnv: invalid configuration; nothing was written.
+        ConfigError, UnknownEnv, UnsafeEnvId: invalid configuration; nothing was written.
     """
+    with unsafe_no_sandbox(config.unsafe_no_sandbox):
+        return _train_policy(config, out, progress, wrap_env, callbacks, monitor)
+
+
+def _train_policy(
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    progress: Callable[[float, str], None] | None,
+    wrap_env: Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None,
+    callbacks: Sequence[Any],
+    monitor: IntegrityMonitor | Literal["default", "off"],
+) -> TrainResult:
     cfg = config.validated()
     out_dir = Path(out)
     _check_out(out_dir)
@@ -427,10 +451,8 @@ def shipped_thresholds(algo: str, env_id: str) -> Thresholds | None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a file whole (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write a file whole, never through a link (:func:`rlsec._files.write_atomic`)."""
+    _files.write_atomic(path, text)
 
 
 def _point(pointer: Path, name: str) -> None:
@@ -465,7 +487,7 @@ class _Run:
         self.rng = np.random.default_rng(cfg.seed)
         self.callbacks = callbacks or []
         venv: Any = make_vec_env(
-            cfg.env_id, n_envs=cfg.n_envs, seed=cfg.seed, wrapper_class=wrap_env
+            lambda: make(cfg.env_id), n_envs=cfg.n_envs, seed=cfg.seed, wrapper_class=wrap_env
         )
         self.attacked: AttackedVecEnv | None = None
         self._attack: ObservationAttack | None = None
@@ -711,7 +733,7 @@ class _Run:
         checkpoint, disjoint from the export evaluation's); keep it if it is the best so far
         (returns whether it is)."""
         n = self.cfg.select_episodes
-        venv = gym.make_vec(self.cfg.env_id, num_envs=min(n, 50))
+        venv = make_vec(self.cfg.env_id, num_envs=min(n, 50))
         try:
             stats = rollout(policy, venv, n, seed=self._select_seed())
         finally:
@@ -731,7 +753,7 @@ class _Run:
     def _validate_attacked(self, policy: TorchPolicy, n: int) -> float:
         """Mean return of ``policy`` under the defense's attack at the full ε."""
         attack = make_attack(self.cfg.attack, self.cfg.eps, steps=self.cfg.attack_steps)
-        venv = gym.make_vec(self.cfg.env_id, num_envs=min(n, 50))
+        venv = make_vec(self.cfg.env_id, num_envs=min(n, 50))
         try:
             attack.start(
                 policy,
@@ -815,7 +837,7 @@ def export_model(
     as loaded back from disk."""
     from rlsec.policies import load_native
 
-    eval_env = gym.make_vec(env_id, num_envs=min(episodes, 50))
+    eval_env = make_vec(env_id, num_envs=min(episodes, 50))
     try:
         stats = rollout(policy, eval_env, episodes, seed=seed, track_observations=True)
     finally:

@@ -37,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlsec.envs import env_spec
+from rlsec.envs import make
 from rlsec.errors import ConfigError
 
 __all__ = ["FiniteMDP", "greedy", "q_learning"]
@@ -323,8 +323,7 @@ class FiniteMDP:
             ConfigError: the environment has no transition table, or its ``step`` does
                 something the table does not say (Taxi's ``fickle_passenger``).
         """
-        env_spec(env_id)
-        env = gym.make(env_id, **make_kwargs)
+        env = make(env_id, **make_kwargs)
         try:
             return _from_table(env, env_id, discount)
         finally:

@@ -7,7 +7,6 @@ The result is a plain dict following the ``results.json`` contract (see ``docs/r
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import zlib
@@ -20,11 +19,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlsec import __version__
+from rlsec import __version__, _inputs
 from rlsec.attacks import ATTACKS, attack_class, make_attack
 from rlsec.core import Attack, Finding, Policy, Severity, Surface
-from rlsec.envs import check_policy_env, env_spec, make_vec
-from rlsec.errors import AttackNotApplicable, ConfigError, InvalidBudget, PolicyLoadError
+from rlsec.envs import check_env_id, check_policy_env, env_spec, make_vec, unsafe_no_sandbox
+from rlsec.errors import AttackNotApplicable, ConfigError, PolicyLoadError
 from rlsec.evaluate.rollout import EpisodeStats, rollout
 from rlsec.evaluate.stats import env_seed, eps50, summarize_returns
 from rlsec.policies.native import check_observation_stats
@@ -62,31 +61,39 @@ class CampaignConfig:
     #: an inference-time defense wrapped around the policy, ``NAME[:KEY=VALUE,...]`` (see
     #: :mod:`rlsec.defenses.inference`); ``None`` attacks the policy as given
     defense: str | None = None
+    #: let the environment id import a module outside gymnasium and rlsec (its code runs
+    #: unsandboxed; see :func:`rlsec.envs.unsafe_no_sandbox`); recorded in the results
+    unsafe_no_sandbox: bool = False
 
     def validate(self) -> None:
-        """Raise a clear error for anything out of its domain; drop repeated budgets."""
+        """Raise a clear error for anything out of its domain (the bounds of
+        :mod:`rlsec._inputs`); drop repeated budgets."""
         if self.eps_unit not in ("raw", "std"):
             raise ConfigError(f"eps_unit must be 'raw' or 'std', got {self.eps_unit!r}")
-        if not self.epsilons and not self.alphas:
+        if not isinstance(self.unsafe_no_sandbox, bool):
+            raise ConfigError(f"unsafe_no_sandbox must be a bool, got {self.unsafe_no_sandbox!r}")
+        if self.env_id is not None:
+            with unsafe_no_sandbox(self.unsafe_no_sandbox):
+                check_env_id(self.env_id)
+        epsilons = _inputs.budgets("every ε", self.epsilons)
+        alphas = [_inputs.fraction("every action-attack α", a) for a in self.alphas]
+        if not epsilons and not alphas:
             raise ConfigError("give at least one budget (epsilons or alphas)")
-        for e in self.epsilons:
-            if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
-                raise InvalidBudget(f"every ε must be a finite number >= 0, got {e!r}")
-        for a in self.alphas:
-            if not isinstance(a, (int, float)) or not (0.0 <= a <= 1.0):
-                raise InvalidBudget(f"every action-attack α must be in [0, 1], got {a!r}")
-        self.epsilons = list(dict.fromkeys(float(e) for e in self.epsilons))
-        self.alphas = list(dict.fromkeys(float(a) for a in self.alphas))
+        if len(alphas) > _inputs.MAX_BUDGETS:
+            raise ConfigError(f"give at most {_inputs.MAX_BUDGETS} budgets in α")
+        self.epsilons = list(dict.fromkeys(epsilons))
+        self.alphas = list(dict.fromkeys(alphas))
         if self.attacks is not None and not list(self.attacks):
             raise ConfigError("attacks is empty: give at least one attack id, or None for all")
-        if int(self.episodes) < 1:
-            raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
-        if not self.seeds:
+        self.episodes = _inputs.count("episodes", self.episodes, limit=_inputs.MAX_EPISODES)
+        seeds = list(self.seeds)
+        if not seeds:
             raise ConfigError("give at least one seed")
-        if int(self.num_envs) < 1:
-            raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
-        if not 0.0 < self.step_budget <= 1.0:
-            raise InvalidBudget(f"step_budget must be in (0, 1], got {self.step_budget}")
+        _inputs.count("seeds", len(seeds), limit=_inputs.MAX_SEEDS)
+        self.seeds = [_inputs.seed(s) for s in seeds]
+        self.num_envs = _inputs.count("num_envs", self.num_envs, limit=_inputs.MAX_NUM_ENVS)
+        if _inputs.fraction("step_budget", self.step_budget) == 0.0:
+            raise ConfigError(f"step_budget must be in (0, 1], got {self.step_budget}")
         for attack_id in list(self.attacks or []) + list(self.attack_params):
             attack_class(attack_id)
         if self.defense is not None:
@@ -307,11 +314,22 @@ def run_campaign(
 ) -> dict[str, Any]:
     """Run the campaign and return the results in the ``results.json`` contract.
 
+    Every environment is built inside :func:`rlsec.envs.unsafe_no_sandbox` if, and only if,
+    ``config.unsafe_no_sandbox``.
+
     Raises:
-        UnknownEnv, UnknownAttack, InvalidBudget, SpaceMismatch, AttackNotApplicable,
-        ConfigError: before anything runs.
+        UnknownEnv, UnsafeEnvId, UnknownAttack, InvalidBudget, SpaceMismatch,
+        AttackNotApplicable, ConfigError: before any attack runs (a budget too large in raw
+        units once the std scale is known: before the first attacked episode).
     """
     config.validate()
+    with unsafe_no_sandbox(config.unsafe_no_sandbox):
+        return _run_campaign(policy, config, progress)
+
+
+def _run_campaign(
+    policy: Policy, config: CampaignConfig, progress: ProgressFn | None
+) -> dict[str, Any]:
     info = getattr(policy, "info", None)
     env_id = config.env_id or getattr(info, "env_id", None)
     if not env_id:
@@ -370,6 +388,7 @@ def run_campaign(
         # from the undefended policy, so ε means the same with and without a defense
         findings: list[dict[str, Any]] = []
         scale, scale_source = _scale(base, config, env_id, findings)
+        _inputs.raw_budgets("ε", config.epsilons, scale)
         clean = _summary(clean_stats)
         random = _summary(random_stats)
         results = []

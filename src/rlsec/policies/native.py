@@ -71,16 +71,10 @@ _MAX_WEIGHTS_BYTES = 2 * 2**30
 
 
 def _read_capped(path: Path, cap: int, what: str) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(cap + 1)
-    except FileNotFoundError:
-        raise PolicyLoadError(f"{what} not found: expected a file at {path}") from None
-    except OSError as exc:
-        raise PolicyLoadError(f"cannot read {what} at {path}: {exc}") from None
-    if len(data) > cap:
-        raise PolicyLoadError(f"{what} at {path} is larger than the {cap} bytes allowed")
-    return data
+    """A regular file's bytes (no link, FIFO or device: refused before reading), capped."""
+    from rlsec._files import read_regular
+
+    return read_regular(path, max_bytes=cap, what=what, error=PolicyLoadError)
 
 
 def _action_dim(space: Any) -> int:

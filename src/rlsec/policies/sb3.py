@@ -799,13 +799,20 @@ def from_sb3(
     else:
         path = Path(archive)
         where = source or str(path)
-        try:
-            with path.open("rb") as f:
-                raw = f.read(_MAX_ARCHIVE_BYTES + 1)
-        except OSError as exc:
+        from rlsec._files import read_regular
+
+        try:  # a link, FIFO or device is refused before reading
+            raw = read_regular(
+                path,
+                max_bytes=_MAX_ARCHIVE_BYTES,
+                what="SB3 archive",
+                error=PolicyLoadError,
+                too_large=UnsafeArtifact,
+            )
+        except UnsafeArtifact:
+            raise
+        except PolicyLoadError as exc:
             raise PolicyLoadError(f"cannot read SB3 archive {path}: {exc}") from None
-        if len(raw) > _MAX_ARCHIVE_BYTES:
-            raise UnsafeArtifact(f"{path} is larger than {_MAX_ARCHIVE_BYTES} bytes")
     members = read_sb3_archive(raw)
     data = parse_json(members["data"], "archive member 'data'", SB3_DATA_LIMITS)
     if not isinstance(data, dict):

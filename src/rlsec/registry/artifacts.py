@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
+from rlsec._files import write_atomic
 from rlsec.errors import ConfigError, VerificationError
 
 __all__ = ["ArtifactStore", "write_whole"]
@@ -22,24 +22,10 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 def write_whole(target: Path, data: bytes) -> None:
     """Write ``target`` whole or not at all, readable by its owner only: a temporary file in
-    the same directory (mode 0600), flushed to disk, renamed into place, the directory
-    flushed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    the same directory (mode 0600, an unpredictable name created with ``O_EXCL |
+    O_NOFOLLOW``), flushed to disk, renamed into place, the directory flushed
+    (:func:`rlsec._files.write_atomic`)."""
+    write_atomic(target, data, mode=0o600)
 
 
 class ArtifactStore:

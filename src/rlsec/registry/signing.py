@@ -271,7 +271,7 @@ def _strict_json(data: bytes, where: str) -> Any:
 
     try:
         return json.loads(data, object_pairs_hook=no_duplicates)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise VerificationError(f"{where} is not valid JSON: {exc}") from None
 
 

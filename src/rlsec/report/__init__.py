@@ -11,13 +11,13 @@ import contextlib
 import json
 import math
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rlsec._files import fsync_dir, new_temp
 from rlsec.report.html import render_html
 from rlsec.report.table import eps50_table, results_table
 
@@ -91,8 +91,7 @@ def results_to_json(results: Mapping[str, Any]) -> str:
 
 
 def _write_temp(out_dir: Path, name: str, text: str) -> Path:
-    tmp = out_dir / f".{name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd, tmp = new_temp(out_dir, name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
@@ -110,8 +109,10 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
 
     Both files are rendered in memory before anything touches the disk, so invalid results
     (NaN, infinity, values JSON cannot store) raise before ``out_dir`` is even created.
-    Each file is then written to a temporary file in ``out_dir`` and moved into place with
-    ``os.replace``.
+    Each file is then written to a temporary file in ``out_dir`` (an unpredictable name,
+    created exclusively and never through a link: :func:`rlsec._files.new_temp`), flushed to
+    disk and moved into place with ``os.replace``, which replaces a link at the final name
+    rather than writing through it.
 
     Args:
         results: a campaign's results in the ``results.json`` contract.
@@ -153,4 +154,5 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
         for tmp in temps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink()
+    fsync_dir(out_dir)
     return paths

@@ -38,7 +38,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -214,12 +213,16 @@ class Strategy:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        from rlsec._files import write_atomic  # whole, never through a link
+
+        write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Strategy:
+        from rlsec._files import read_regular
+
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(read_regular(path, max_bytes=256 * 2**20, what="strategy file"))
             if d.get("kind") != "rlsec-attack-strategy":
                 raise ValueError(f"kind is {d.get('kind')!r}")
             return cls(
@@ -232,7 +235,7 @@ class Strategy:
                 np.asarray(d["observe"], dtype=np.int64),
                 np.asarray(d["action"], dtype=np.int64),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ConfigError(f"{path} is not an attack strategy file: {exc}") from None
 
 

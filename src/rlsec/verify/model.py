@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import scipy.sparse as sp
 
-from rlsec.envs import env_spec
+from rlsec.envs import make
 from rlsec.envs.finite import FiniteMDP
 from rlsec.errors import ModelError
 
@@ -224,8 +224,7 @@ class Model:
             UnknownEnv: the id is not registered.
             ModelError: the environment is not finite in either of these ways.
         """
-        env_spec(env_id)
-        env = gym.make(env_id, **make_kwargs)
+        env = make(env_id, **make_kwargs)
         try:
             u: Any = env.unwrapped
             if hasattr(u, "finite_mdp") and hasattr(u, "state_observations"):

@@ -19,7 +19,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlsec.errors import ConfigError, InvalidBudget, ModelError
+from rlsec import _inputs
+from rlsec.envs import check_env_id, check_policy_env, make
+from rlsec.envs import unsafe_no_sandbox as _no_sandbox
+from rlsec.errors import ConfigError, ModelError
 from rlsec.verify.counterexample import counterexample, render_grid
 from rlsec.verify.model import Model
 from rlsec.verify.policy import induced_chain
@@ -110,6 +113,7 @@ def verify(
     counterexample_label: str | None = None,
     strategy_out: str | Path | None = None,
     method: str = "crown",
+    unsafe_no_sandbox: bool = False,
 ) -> dict[str, Any]:
     """Check ``prop`` on a policy in a finite environment (or on a PRISM model as written).
 
@@ -127,11 +131,17 @@ def verify(
             property's only label, when a bounded property is violated).
         strategy_out: write the attacker's optimal strategy there (JSON).
         method: ``crown`` or ``ibp``: how feature-vector attack choices are bounded.
+        unsafe_no_sandbox: let ``env_id`` name a module outside gymnasium and rlsec to
+            import (see :func:`rlsec.envs.unsafe_no_sandbox`); recorded in the document.
 
     Raises:
-        ConfigError: neither or both of ``env_id`` and ``prism``; a policy with ``prism``.
+        ConfigError: neither or both of ``env_id`` and ``prism``; a policy with ``prism``;
+            an attack radius out of bounds (:mod:`rlsec._inputs`).
+        UnknownEnv, UnsafeEnvId: see :func:`rlsec.envs.check_env_id`.
         ModelError: a bad property, label, PRISM file or model.
     """
+    if attack_radius is not None:
+        attack_radius = _inputs.budget("attack_radius", attack_radius)
     if (env_id is None) == (prism is None):
         raise ConfigError("give exactly one of env_id (a finite environment) or prism (a file)")
     if prism is not None:
@@ -147,12 +157,18 @@ def verify(
     from rlsec.policies import load_policy
 
     assert env_id is not None
-    model = Model.from_env(env_id)
+    with _no_sandbox(unsafe_no_sandbox):
+        check_env_id(env_id)
+        model = Model.from_env(env_id)
     pol = load_policy(policy) if isinstance(policy, str) else policy
     if pol is None:
         raise ConfigError("verifying a finite environment needs a policy (--policy)")
     parse_property(prop, model.labels)
-    doc: dict[str, Any] = {"policy": _policy_doc(pol), "model": {"env_id": env_id}}
+    doc: dict[str, Any] = {
+        "policy": _policy_doc(pol),
+        "model": {"env_id": env_id},
+        "unsafe_no_sandbox": bool(unsafe_no_sandbox),
+    }
     t0 = time.perf_counter()
     if attack_radius is None:
         chain = induced_chain(model, pol, stochastic=stochastic)
@@ -216,7 +232,7 @@ def verify(
 
 
 def _rollout_states(policy: Any, env_id: str, n: int, seed: int) -> np.ndarray:
-    env = gym.make(env_id)
+    env = make(env_id)
     rows: list[np.ndarray] = []
     ep = 0
     try:
@@ -244,6 +260,7 @@ def certify(
     sigma: float = 0.25,
     samples: int = 1000,
     seed: int = 0,
+    unsafe_no_sandbox: bool = False,
 ) -> dict[str, Any]:
     """Per-state certified radii of a policy on states visited by its clean rollouts.
 
@@ -251,7 +268,14 @@ def certify(
     ``smoothing``: the smoothed policy's L2 radius (Cohen et al.) with noise ``sigma``
     (``samples`` Monte Carlo copies per state, confidence 0.999), and the action it certifies.
     Radii and ``eps`` are in ``eps_unit`` (``std``: the policy's clean observation std per
-    feature; ``raw``).
+    feature; ``raw``). ``unsafe_no_sandbox`` lets ``env_id`` name a module outside gymnasium
+    and rlsec to import (recorded in the document).
+
+    Raises:
+        ConfigError: a bad method, unit or count, a budget out of bounds (:mod:`rlsec.
+            _inputs`), observations that are not feature vectors.
+        UnknownEnv, UnsafeEnvId, SpaceMismatch: the environment does not exist, may not be
+            imported, or does not fit the policy.
     """
     from rlsec.policies import load_policy
     from rlsec.verify.bounds import certified_radius
@@ -260,22 +284,29 @@ def certify(
         raise ConfigError(f"method must be one of {CERTIFY_METHODS}, got {method!r}")
     if eps_unit not in ("raw", "std"):
         raise ConfigError(f"eps_unit must be 'raw' or 'std', got {eps_unit!r}")
-    if states < 1:
-        raise ConfigError(f"states must be >= 1, got {states}")
-    pol = load_policy(policy) if isinstance(policy, str) else policy
-    space = pol.observation_space
-    if not isinstance(space, gym.spaces.Box):
-        raise ConfigError(f"certification needs feature-vector (Box) observations, got {space}")
-    levels = eps if eps is not None else [0.01, 0.02, 0.05, 0.1, 0.2]
-    if any(not np.isfinite(e) or e < 0 for e in levels):
-        raise InvalidBudget(f"eps must be finite and >= 0, got {levels}")
-    scale: np.ndarray | None = None
-    if eps_unit == "std":
-        stats = getattr(pol.info, "observation_stats", None)
-        if not isinstance(stats, dict) or "std" not in stats:
-            raise ConfigError("--eps-unit std needs the policy's clean observation statistics")
-        scale = np.asarray(stats["std"], dtype=np.float64)
-    obs = _rollout_states(pol, env_id, states, seed)
+    states = _inputs.count("states", states, limit=_inputs.MAX_STATES)
+    samples = _inputs.count("samples", samples, limit=_inputs.MAX_SAMPLES)
+    sigma = _inputs.budget("sigma", sigma, positive=True)
+    seed = _inputs.seed(seed)
+    levels = _inputs.budgets("eps", eps if eps is not None else [0.01, 0.02, 0.05, 0.1, 0.2])
+    if not levels:
+        raise ConfigError("give at least one ε (eps)")
+    with _no_sandbox(unsafe_no_sandbox):
+        check_env_id(env_id)
+        pol = load_policy(policy) if isinstance(policy, str) else policy
+        space = pol.observation_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ConfigError(f"certification needs feature-vector (Box) observations, got {space}")
+        check_policy_env(pol, env_id)
+        scale: np.ndarray | None = None
+        if eps_unit == "std":
+            stats = getattr(pol.info, "observation_stats", None)
+            if not isinstance(stats, dict) or "std" not in stats:
+                raise ConfigError("--eps-unit std needs the policy's clean observation statistics")
+            scale = np.asarray(stats["std"], dtype=np.float64)
+        _inputs.raw_budgets("eps (doubled: the largest radius searched)", [2 * max(levels)], scale)
+        _inputs.raw_budgets("sigma", [sigma], scale)
+        obs = _rollout_states(pol, env_id, states, seed)
     t0 = time.perf_counter()
     if method == "smoothing":
         from rlsec.verify.smoothing import SmoothedPolicy
@@ -302,6 +333,7 @@ def certify(
         "norm": norm,
         "policy": _policy_doc(pol),
         "env_id": env_id,
+        "unsafe_no_sandbox": bool(unsafe_no_sandbox),
         "sigma": sigma if method == "smoothing" else None,
         "states": [
             {

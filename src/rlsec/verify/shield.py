@@ -59,7 +59,9 @@ class SafeActions:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()) + "\n")
+        from rlsec._files import write_atomic  # whole, never through a link
+
+        write_atomic(path, json.dumps(self.to_dict()) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SafeActions:

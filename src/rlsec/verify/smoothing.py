@@ -232,6 +232,9 @@ def check_params(
     s = _number(sigma)
     if s is None or not math.isfinite(s) or s <= 0:
         raise ConfigError(f"sigma must be a finite number > 0, got {sigma!r}")
+    from rlsec._inputs import budget
+
+    s = budget("sigma", s, positive=True)  # at most 1e15: larger noise overflows float32
     a = _number(alpha)
     if a is None or not 0.0 < a < 0.5:
         raise ConfigError(f"alpha must be a number in (0, 0.5), got {alpha!r}")
