@@ -48,6 +48,4 @@ def forge(reg: Registry, table: type, where: Any, **values: Any) -> None:
         for row in rows:
             for k, v in values.items():
                 setattr(row, k, v)
-        audit.append(
-            s, reg.log_key(), actor="mallory", action="forged", target="forged", rows=rows
-        )
+        audit.append(s, reg.log_key(), actor="mallory", action="forged", target="forged", rows=rows)
