@@ -745,8 +745,12 @@ def _paths(files: dict[str, Path], skip: tuple[str, ...] = ()) -> st.SearchStrat
 
 
 def _ref() -> st.SearchStrategy[str]:
-    # version numbers that overflow the database's integers are issue 12 item 17, not here
-    return st.one_of(st.sampled_from(["c@0", "c@-1", "nope@1", "@", "c@x", "", "c@9999"]), TEXT)
+    return st.one_of(
+        st.sampled_from(
+            ["c@0", "c@-1", "nope@1", "@", "c@x", "", "c@9999", "c@99999999999999999999999"]
+        ),
+        TEXT,
+    )
 
 
 Option = tuple[str, "st.SearchStrategy[str] | None", "st.SearchStrategy[str] | None", bool]
@@ -865,6 +869,10 @@ def _spec(command: str, fx: dict[str, Any], fresh: Path) -> list[Option]:
         ],
         "admin token revoke": [("", TEXT, TEXT, True)],
         "admin gates": [("", just(str(f["gates.json"])), bad_path, True)],
+        "admin quorum": [("", one(["1"]), COUNT, True)],
+        "admin approve": [("", one(["1"]), COUNT, True)],
+        "admin proposals": [],
+        "admin upgrade": [],
         "keys generate": [("--out", new, out_bad, True)],
         "keys register": [
             ("", just(str(f["key.pem.pub"])), bad_path, True),
@@ -896,7 +904,8 @@ def _spec(command: str, fx: dict[str, Any], fresh: Path) -> list[Option]:
         # the registry parses evidence itself: deeply nested JSON there is issue 12 item 9
         "registry attach": [
             ("", one(["c@1"]), _ref(), True),
-            ("", just(str(f["link"].parent / "real.json")), _paths(f, ("deep.json",)), True),
+            ("", just(str(f["link"].parent / "real.json")), _paths(f), True),
+            ("--key", just(str(f["key.pem"])), bad_path, True),
         ],
         "registry approve": [
             ("", one(["c@1"]), _ref(), True),
@@ -934,7 +943,8 @@ def _spec(command: str, fx: dict[str, Any], fresh: Path) -> list[Option]:
 SUBCOMMANDS = [
     "redteam", "train", "poison", "verify", "certify", "shield", "attacks", "zoo", "version",
     "admin init", "admin principal create", "admin principal disable", "admin token create",
-    "admin token revoke", "admin gates", "keys generate", "keys register", "keys revoke",
+    "admin token revoke", "admin gates", "admin quorum", "admin approve", "admin proposals",
+    "admin upgrade", "keys generate", "keys register", "keys revoke",
     "keys sign", "keys verify", "registry push", "registry list", "registry show",
     "registry pull", "registry verify", "registry attach", "registry approve",
     "registry promote", "registry rollback", "registry quarantine", "registry release",
