@@ -268,7 +268,7 @@ def test_keys_sign_and_audit_head_replace_a_link_instead_of_following_it(
     [
         ("admin", "gates", "{f}"),
         ("keys", "register", "{f}"),
-        ("registry", "attach", "c@1", "{f}"),
+        ("registry", "attach", "c@1", "{f}", "--key", "unused.pem"),
         ("audit", "verify", "--head", "{f}"),
         ("registry", "push", str(ZOO), "--name", "c", "--key", "{f}"),
     ],
