@@ -83,7 +83,6 @@ class Ball:
                 f"ε={self.epsilon:.9g} with scale up to {float(self.scale.max()):.9g} gives "
                 f"{float(self.radius.max()):.9g}"
             )
-        self.radius32 = self.radius.astype(np.float32)
 
     def scaled(self, d: np.ndarray) -> np.ndarray:
         """``|δ| / scale`` per feature of the rows ``d`` (float64), 0 where the scale is 0.
@@ -151,10 +150,25 @@ class Ball:
 
     # -- numpy side: the final projection and the check ------------------------------------
     def project(self, x0: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Project ``x`` into the ball around ``x0`` and into the space; float32 result."""
-        b = x0.shape[0]
-        x0f = x0.reshape(b, -1).astype(np.float64)
-        d = x.reshape(b, -1) - x0f
+        """Project ``x`` into the ball around ``x0`` and into the space; float32 result.
+
+        A float32 point already inside, as :meth:`check` measures it, comes back bit for bit
+        (per feature in linf, per row in l2): ``x0 + (x - x0)`` rounds away from ``x`` when
+        ``x`` is tiny next to ``x0``."""
+        b, dim = x0.shape[0], self.scale.size
+        x0f = x0.reshape(b, dim).astype(np.float64)
+        x32 = np.asarray(x).reshape(b, dim).astype(np.float32)
+        lo, hi = np.minimum(self.low, x0f), np.maximum(self.high, x0f)
+        d32 = x32 - x0f
+        keep = (x32 >= lo) & (x32 <= hi)
+        if self.norm == "linf":
+            keep &= np.abs(d32) <= self.radius
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                n32 = np.linalg.norm(self.scaled(d32), axis=1, keepdims=True)
+            keep &= (n32 <= self.epsilon) & ((d32 == 0) | self._movable_mask)
+            keep = np.broadcast_to(keep.all(axis=1, keepdims=True), keep.shape)
+        d = np.asarray(x).reshape(b, dim) - x0f
         if self.norm == "linf":
             np.clip(d, -self.radius, self.radius, out=d)
         else:
@@ -170,7 +184,7 @@ class Ball:
         over = np.abs(out32 - x0f) > np.abs(d)
         if over.any():
             out32 = np.where(over, np.nextafter(out32, x0f.astype(np.float32)), out32)
-        return out32.reshape(x0.shape)
+        return np.where(keep, x32, out32).reshape(x0.shape)
 
     def check(self, x0: np.ndarray, x: np.ndarray) -> None:
         """Raise :class:`BudgetViolation` unless every row of ``x`` is finite, inside the
@@ -179,14 +193,14 @@ class Ball:
         Fails closed: a clean row that is not finite, a shape that does not match, NaN or
         infinity anywhere, all refuse; nothing is accepted because a comparison came out
         false."""
-        b = x0.shape[0]
-        x0f = np.asarray(x0, dtype=np.float64).reshape(b, -1)
-        if np.shape(x) != np.shape(x0) or x0f.shape[1] != self.scale.size:
+        b, dim = x0.shape[0], self.scale.size
+        if np.shape(x) != np.shape(x0) or np.size(x0) != b * dim:
             raise BudgetViolation(
                 f"perturbed batch of shape {np.shape(x)} does not match the clean batch "
-                f"{np.shape(x0)} of {self.scale.size} features"
+                f"{np.shape(x0)} of {dim} features"
             )
-        xf = np.asarray(x, dtype=np.float64).reshape(b, -1)
+        x0f = np.asarray(x0, dtype=np.float64).reshape(b, dim)
+        xf = np.asarray(x, dtype=np.float64).reshape(b, dim)
         if not np.isfinite(x0f).all():
             raise BudgetViolation(
                 "the clean observation is not finite: there is no ε-ball around it"
