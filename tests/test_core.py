@@ -62,3 +62,21 @@ def test_errors_are_catchable_by_family_and_builtin() -> None:
     assert isinstance(err, RLSecError)
     assert isinstance(err, KeyError)
     assert str(err) == "unknown attack id 'x'"  # not KeyError's quoted repr
+
+
+@pytest.mark.parametrize("sb", [math.nan, math.inf, -0.1, 1.5, "0.5", True, None])
+def test_a_step_budget_that_is_not_a_fraction_is_refused(sb: object) -> None:
+    """A string passed for a number ("0.5" was stored as a string and recorded so); NaN and
+    out-of-range fractions must be refused."""
+    with pytest.raises(InvalidBudget, match="step_budget"):
+        ThreatModel(Surface.OBSERVATION, 0.1, frequency="budgeted-steps", step_budget=sb)  # type: ignore[arg-type]
+    tm = ThreatModel(Surface.OBSERVATION, 0.1, frequency="budgeted-steps", step_budget=1)
+    assert tm.step_budget == 1.0 and isinstance(tm.step_budget, float)
+
+
+@pytest.mark.parametrize("eps", [1.0 + 1e-9, 2.0, 1e300])
+def test_a_takeover_probability_above_one_is_refused(eps: float) -> None:
+    for norm in ("prob", "mix"):
+        with pytest.raises(InvalidBudget, match="probability in \\[0, 1\\]"):
+            ThreatModel(Surface.ACTION, eps, norm=norm, unit="probability")  # type: ignore[arg-type]
+    ThreatModel(Surface.ACTION, 1.0, norm="prob", unit="probability")

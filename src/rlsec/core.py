@@ -119,16 +119,22 @@ class ThreatModel:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
-        if self.norm in ("prob", "mix") and self.epsilon > 1:
+        if self.norm in ("prob", "mix") and not self.epsilon <= 1:
             raise InvalidBudget(
                 f"a {self.norm} budget is a probability in [0, 1], got {self.epsilon!r}"
             )
         if self.frequency == "budgeted-steps":
             sb = self.step_budget
-            if sb is None or not (0.0 <= float(sb) <= 1.0):
+            if (
+                sb is None
+                or isinstance(sb, bool)
+                or not isinstance(sb, (int, float, np.floating, np.integer))
+                or not (0.0 <= float(sb) <= 1.0)
+            ):
                 raise InvalidBudget(
                     f"budgeted-steps needs step_budget, a fraction in [0, 1], got {sb!r}"
                 )
+            object.__setattr__(self, "step_budget", float(sb))
         elif self.step_budget is not None:
             raise ConfigError("step_budget is only meaningful with frequency='budgeted-steps'")
 

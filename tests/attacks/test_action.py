@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from helpers import GenericTestEnv, linear_policy
 from rlsec.attacks import ActionAttack, make_attack
-from rlsec.errors import AttackNotApplicable, ConfigError, InvalidBudget
+from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError, InvalidBudget
 from rlsec.policies import TorchPolicy
 from rlsec.policies.network import PolicyNetwork
 
@@ -149,3 +149,65 @@ def test_action_wrapper_executes_the_adversarys_action() -> None:
     assert info["rlsec_action_replaced"] is True
     with pytest.raises(gym.error.ResetNeeded):
         make_attack("pr-adv-act-v1", 1.0).as_wrapper(env, policy).step(0)
+
+
+def _box_attack(attack_id: str, alpha: float) -> ActionAttack:
+    return _start(attack_id, alpha, continuous_policy_with_q(), 4)
+
+
+def test_pr_check_refuses_a_replacement_the_takeover_draw_did_not_select() -> None:
+    attack = _start("pr-random-act-v1", 0.5, linear_policy(np.array([1.0])), 3)
+    agent, adv = np.array([0, 1, 0]), np.array([1, 0, 1])
+    attack.check_executed(agent, adv, np.array([1, 1, 0]), np.array([True, False, False]))
+    with pytest.raises(BudgetViolation, match="row 2, which the takeover draw"):
+        attack.check_executed(agent, adv, np.array([1, 1, 1]), np.array([True, False, False]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    alpha=st.floats(0.0, 1.0),
+    factor=st.floats(1.01, 5.0),
+    agent=st.lists(st.floats(-3, 3, width=32), min_size=4, max_size=4),
+    adversary=st.lists(st.floats(-1, 1, width=32), min_size=4, max_size=4),
+)
+def test_nr_check_passes_the_blend_and_refuses_any_blend_that_moves_farther(
+    alpha: float, factor: float, agent: list[float], adversary: list[float]
+) -> None:
+    """The executed NR action is within α·|adversary - c| of c (the agent's action clipped
+    into the box): the honest blend passes, whatever the agent proposed (inside the box or
+    not); a blend moved ``factor`` times as far (the review's "five times looser" weakening,
+    and anything above 1%) is refused wherever that leaves the box's clip room."""
+    attack = _box_attack("nr-random-act-v1", alpha)
+    a = np.asarray(agent, np.float32).reshape(4, 1)
+    adv = np.asarray(adversary, np.float32).reshape(4, 1)
+    blend = (1 - alpha) * a.astype(np.float64) + alpha * adv.astype(np.float64)
+    honest = np.clip(blend, -1, 1).astype(np.float32)
+    attack.check_executed(a, adv, honest, np.ones(4, bool))
+    c = np.clip(a.astype(np.float64), -1, 1)
+    looser = np.clip(c + factor * alpha * (adv - c), -1, 1).astype(np.float32)
+    moved = np.abs(looser - c) - alpha * np.abs(adv - c)
+    if np.any(moved > 1e-5):
+        with pytest.raises(BudgetViolation, match="farther than α"):
+            attack.check_executed(a, adv, looser, np.ones(4, bool))
+
+
+def test_an_nr_adversary_outside_the_action_box_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attack = _box_attack("nr-random-act-v1", 0.1)
+    monkeypatch.setattr(attack, "_adversary", lambda obs, a: np.full((4, 1), 50.0, np.float32))
+    obs = np.zeros((4, 2), np.float32)
+    with pytest.raises(BudgetViolation, match="adversary chose an action outside"):
+        attack.perturb_action(obs, np.zeros((4, 1), np.float32))
+
+
+@pytest.mark.parametrize("attack_id", ["nr-random-act-v1", "pr-random-act-v1"])
+def test_a_nan_executed_or_adversary_action_is_refused(attack_id: str) -> None:
+    attack = _box_attack(attack_id, 0.5)
+    a = np.zeros((1, 1), np.float32)
+    nan = np.full((1, 1), np.nan, np.float32)
+    with pytest.raises(BudgetViolation):
+        attack.check_executed(a, a, nan, np.ones(1, bool))
+    if attack_id.startswith("nr"):
+        with pytest.raises(BudgetViolation, match="outside"):
+            attack.check_executed(a, nan, a, np.ones(1, bool))

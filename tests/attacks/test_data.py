@@ -503,3 +503,39 @@ def test_saving_a_dataset_never_writes_through_a_link_at_its_old_temporary_name(
     back = TransitionDataset.load(_dataset(5).save(tmp_path / "data.npz"))
     assert victim.read_text() == "keep"
     assert len(back) == 5
+
+
+@pytest.mark.parametrize("field", ["obs", "next_obs"])
+def test_a_nan_in_a_source_transition_does_not_let_a_crafted_copy_through(field: str) -> None:
+    """The run-time check measured ``|crafted - source|``: with a NaN in the source
+    observation the shift was NaN, ``NaN > obs_epsilon`` is false, and a flip attack (which
+    may not move observations at all) moved them by 0.9. (A NaN source reward
+    is refused when the transitions are built.)"""
+
+    class Overshoot(FlipData):
+        def _craft(self, sources: Transitions, rng: np.random.Generator) -> Transitions:
+            out = super()._craft(sources, rng)
+            moved = np.full_like(getattr(out, field), 0.9)  # only where the source has a NaN
+            return Transitions(**{**{k: getattr(out, k) for k in _FIELDS}, field: moved})
+
+    attack = Overshoot(
+        ThreatModel(
+            Surface.DATA, 1.0, frequency="budgeted-steps", step_budget=0.5, phase="training"
+        )
+    )
+    attack._bind(OBS, ACT)
+    src = Transitions(
+        np.zeros((2, 3), np.float32),
+        np.zeros(2, np.int64),
+        np.zeros(2),
+        np.zeros((2, 3), np.float32),
+        np.zeros(2, bool),
+    )
+    bad = np.asarray(getattr(src, field)).copy()
+    bad.reshape(-1)[0] = np.nan
+    src = Transitions(**{**{k: getattr(src, k) for k in _FIELDS}, field: bad})
+    with pytest.raises(BudgetViolation):
+        attack.craft(src, np.random.default_rng(0))
+
+
+_FIELDS = ("obs", "actions", "rewards", "next_obs", "dones")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -405,3 +407,119 @@ def test_box_edge_stays_inside_when_x0_minus_radius_rounds_outward() -> None:
     lo, hi = ball.box32(x0)
     assert np.array_equal(ball.project(x0, lo), lo)
     assert np.array_equal(ball.project(x0, hi), hi)
+
+
+@pytest.mark.parametrize("attack_id", CHEAP_OBS_ATTACKS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_clean_observation_is_refused_before_the_attack_runs(
+    attack_id: str, bad: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided: the attack refuses the batch up front (ConfigError, naming the row and the
+    feature), before its core runs; Ball.check refuses it again (tests/attacks/test_ball.py).
+    There is no ε-ball around NaN or an infinite reading."""
+    policy = mlp_policy(3, 2, seed=0)
+    attack = make_attack(attack_id, 0.1)
+    assert isinstance(attack, ObservationAttack)
+    attack.start(policy, num_envs=2, rng=np.random.default_rng(0), horizon=10)
+
+    def core(x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
+        raise AssertionError("the core ran on a non-finite batch")
+
+    monkeypatch.setattr(attack, "_perturb", core)
+    x0 = np.zeros((2, 3), np.float32)
+    x0[1, 2] = bad
+    with pytest.raises(ConfigError, match=r"row 1 holds .* at feature 2"):
+        attack.perturb(x0)
+
+
+def _timed(cap_frac: float, horizon: int, n: int = 1, **kw: Any) -> TimedObservation:
+    attack = make_attack("timed-obs-v1", 0.5, step_budget=cap_frac, **kw)
+    assert isinstance(attack, TimedObservation)
+    attack.start(
+        mlp_policy(3, 2, seed=0), num_envs=n, rng=np.random.default_rng(0), horizon=horizon
+    )
+    return attack
+
+
+def test_the_step_budget_is_checked_at_run_time_apart_from_the_firing_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A core that ignores its budget (it attacks every step) is stopped by the run-time
+    count of changed rows at the first step beyond ceil(step_budget · horizon)."""
+    attack = _timed(0.25, horizon=8)  # cap 2
+    assert attack.cap == 2
+    everything = PGDObservation._perturb.__get__(attack)
+    monkeypatch.setattr(attack, "_perturb", everything)
+    x0 = np.full((1, 3), 0.5, np.float32)
+    for _ in range(2):
+        assert not np.array_equal(attack.perturb(x0, np.array([0])), x0)
+    with pytest.raises(BudgetViolation, match="beyond its step budget of 2"):
+        attack.perturb(x0, np.array([0]))
+    attack.reset(np.array([0]))  # a new episode has its budget again
+    attack.perturb(x0, np.array([0]))
+
+
+def test_repeated_or_out_of_range_env_ids_cannot_share_one_step_budget() -> None:
+    """Two rows of one environment in a batch both fired at the last unit of budget (the cap
+    is read before either is counted); a negative id wrapped round to another env's count."""
+    attack = _timed(1.0, horizon=4, n=2)
+    x0 = np.zeros((2, 3), np.float32)
+    for ids in ([0, 0], [-1, 0], [0, 2], [0.5, 1]):
+        with pytest.raises(ConfigError, match="distinct integers"):
+            attack.perturb(x0, np.array(ids))
+    attack.perturb(x0, np.array([1, 0]))
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"beta": float("nan")}, "beta must be a finite number"),
+        ({"beta": "0.5"}, "beta must be a finite number"),
+        ({"window": 0}, "window must be an integer"),
+    ],
+)
+def test_a_timed_threshold_that_would_silently_never_fire_is_refused(
+    kw: dict[str, Any], why: str
+) -> None:
+    """``gap >= NaN`` is false: a NaN beta switched the attack off and the red team reported
+    a policy that no attack had touched."""
+    with pytest.raises(ConfigError, match=why):
+        TimedObservation(ThreatModel(Surface.OBSERVATION, 0.5), **kw)
+
+
+@pytest.mark.parametrize("horizon", [0, -5, 2.5, float("nan"), True])
+def test_a_horizon_that_is_not_a_step_count_is_refused(horizon: object) -> None:
+    attack = make_attack("timed-obs-v1", 0.5, step_budget=0.5)
+    with pytest.raises(ConfigError, match="horizon must be an integer"):
+        attack.start(
+            mlp_policy(3, 2, seed=0),
+            num_envs=1,
+            rng=np.random.default_rng(0),
+            horizon=horizon,  # type: ignore[arg-type]
+        )
+
+
+def test_a_nan_preference_gap_never_fires_and_does_not_poison_the_threshold() -> None:
+    """A NaN gap in the running quantile made the threshold NaN, and the attack never fired
+    again for the rest of its window."""
+
+    class NaNOnFirstFeature(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.lin(x)
+            return torch.where(x[:, :1] > 0.9, torch.full_like(out, float("nan")), out)
+
+    policy = from_torch(
+        NaNOnFirstFeature(), gym.spaces.Box(-3, 3, (3,), np.float32), gym.spaces.Discrete(2)
+    )
+    attack = make_attack("timed-obs-v1", 0.5, step_budget=1.0)
+    assert isinstance(attack, TimedObservation)
+    attack.start(policy, num_envs=2, rng=np.random.default_rng(0), horizon=100)
+    x0 = np.array([[1.0, 0, 0], [0, 0.5, 0]], np.float32)
+    x = attack.perturb(x0, np.arange(2))
+    assert np.array_equal(x[0], x0[0])  # the NaN row does not fire
+    again = np.array([[0, 0.3, 0], [0, 0.5, 0]], np.float32)
+    assert np.all(np.any(attack.perturb(again, np.arange(2)) != again, axis=1))

@@ -171,3 +171,37 @@ def test_optimiser_noise_is_not_an_anomaly_but_a_small_trigger_is(
 def test_anomaly_index_refuses_non_finite_sizes() -> None:
     with pytest.raises(ConfigError, match="finite sizes"):
         anomaly_index([1.0, float("inf")])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("cost_multiplier", float("inf"), "cost_multiplier must be a finite number > 1"),
+        ("cost_multiplier", float("nan"), "cost_multiplier must be a finite number > 1"),
+        ("success", "0.95", "success must be a number"),
+        ("success", True, "success must be a number"),
+        ("threshold", None, "threshold must be a number"),
+        ("min_mad", float("nan"), "min_mad must be a finite number >= 0"),
+    ],
+)
+def test_settings_that_are_not_finite_numbers_are_refused(
+    field: str, value: object, why: str
+) -> None:
+    """``float("0.95")`` and ``float(True)`` passed for numbers; an infinite λ factor made the
+    size term's weight infinite after ``patience`` steps."""
+    with pytest.raises(ConfigError, match=why):
+        TriggerInversion(**{field: value}).validated()  # type: ignore[arg-type]
+
+
+def test_an_anomaly_index_that_is_nan_flags_rather_than_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scan's decision is "flagged unless shown within the threshold": ``NaN > 2`` is
+    false, and a NaN index would have been an INFO "no anomalously small trigger"."""
+    import rlsec.defenses.backdoor as bd
+
+    monkeypatch.setattr(bd, "anomaly_index", lambda s, min_mad: np.full(len(s), np.nan))
+    cfg = TriggerInversion(support="per-feature", grid=21)
+    findings = scan_backdoor(evidence_policy(True), PROBE, config=cfg)
+    assert findings and {f.severity for f in findings} == {Severity.HIGH}
+    assert all("possible backdoor" in f.message for f in findings)

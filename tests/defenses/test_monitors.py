@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -485,3 +486,149 @@ def test_an_unguardable_buffer_is_a_high_finding_not_a_pass() -> None:
     crashed = [f for f in monitor.findings if f.detector == "buffer-accounting"]
     assert len(crashed) == 1 and crashed[0].severity is Severity.HIGH  # reported once
     assert "optimize_memory_usage=False" in crashed[0].message
+
+
+# -- non-finite numbers never pass silently --------------------------------------------------
+
+
+def _detecting(**values: float) -> IntegrityMonitor:
+    return IntegrityMonitor(Thresholds(dict(values), fpr=0.01))
+
+
+def test_a_nan_score_is_a_high_finding_not_a_pass() -> None:
+    """``NaN > threshold`` is false: a check whose score was NaN passed every window."""
+    monitor = _detecting(**{"update-clip-fraction": 0.5, "drift-step": 0.5})
+    assert monitor._score("update-clip-fraction", math.nan) is True
+    assert monitor._score("drift-step", 0.25) is False
+    [f] = monitor.findings
+    assert (f.severity, f.detector, f.surface) == (
+        Severity.HIGH,
+        "update-clip-fraction",
+        Surface.PARAMETERS,
+    )
+    assert "score is NaN" in f.message
+    assert f.evidence["score"] is None
+    assert monitor.halted  # HIGH stops training by default
+
+
+def test_a_nan_update_score_survives_the_window_maximum() -> None:
+    """``max(held, NaN)`` keeps ``held``: a NaN clip fraction in a window with finite ones
+    disappeared before it was scored."""
+    monitor = _detecting(**{"update-clip-fraction": 0.5})
+    for v in (0.1, math.nan, 0.2):
+        monitor._pend("update-clip-fraction", v)
+    monitor._flush_updates()
+    assert [f.severity for f in monitor.findings] == [Severity.HIGH]
+    calm = _detecting(**{"update-clip-fraction": 0.5})
+    for v in (0.1, 0.2):
+        calm._pend("update-clip-fraction", v)
+    calm._flush_updates()
+    assert calm.findings == []
+
+
+def test_calibration_mode_records_a_nan_score_and_calibrate_drops_it() -> None:
+    monitor = IntegrityMonitor()
+    assert monitor._score("update-kl", math.nan) is False
+    assert monitor.findings == []
+    assert math.isnan(monitor.scores["update-kl"][0])
+
+
+def test_one_infinite_or_nan_value_does_not_switch_log_z_off() -> None:
+    """An infinite KL made the moments infinite, every later score NaN, and NaN never alarms:
+    the check was off for the rest of the run."""
+    rng = np.random.default_rng(0)
+    for bad in (math.inf, math.nan, -math.inf):
+        z = LogZ(halflife=100, warmup=10)
+        for v in np.exp(0.1 * rng.standard_normal(50)):
+            z(v)
+        assert z(bad) == math.inf
+        assert math.isfinite(z.mean) and math.isfinite(z.var)
+        later = [z(v) for v in np.exp(0.1 * rng.standard_normal(20))]
+        assert all(s is not None and math.isfinite(s) and s < 5 for s in later)
+        jump = z(3.0)
+        assert jump is not None and jump > 8
+
+
+def test_a_non_finite_kl_in_the_learners_log_scores_inf() -> None:
+    monitor = _detecting(**{"update-kl": 10.0})
+
+    class Log:
+        name_to_value: ClassVar[dict[str, float]] = {"train/approx_kl": math.nan}
+
+    monitor.model = SimpleNamespace(logger=Log())
+    monitor._check_update_log()
+    assert monitor._pending == {"update-kl": math.inf}
+    monitor._flush_updates()
+    assert [f.detector for f in monitor.findings] == ["update-kl"]
+
+
+def _reset_env(bad: list[float], on_reset: int) -> GenericTestEnv:
+    resets = [0]
+
+    def reset(self: Any, **_: Any) -> Any:
+        resets[0] += 1
+        obs = np.asarray(bad if resets[0] == on_reset else [0.0, 0.0], np.float32)
+        return obs, {}
+
+    def step(self: Any, action: Any) -> Any:
+        return np.zeros(2, np.float32), 1.0, False, self.np_random.random() < 0.05, {}
+
+    return GenericTestEnv(
+        observation_space=gym.spaces.Box(-1, 1, (2,), np.float32),
+        reset_func=reset,
+        step_func=step,
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "message", "on_reset"),
+    [
+        # the first reset: PPO itself cannot act on NaN, so only the out-of-space case
+        ([0.0, 7.0], "outside the observation space", 1),
+        ([np.nan, 0.0], "non-finite observation", 3),
+        ([0.0, 7.0], "outside the observation space", 3),
+    ],
+)
+def test_a_bad_reset_observation_is_a_hard_finding_and_leaves_the_jump_check_on(
+    bad: list[float], message: str, on_reset: int
+) -> None:
+    """The observation that starts an episode reaches the learner as the next step's previous
+    observation and was never checked (the next observation of a done step is the terminal
+    one); a NaN there made the running mean change NaN, every later jump score 0, and the
+    transition-jump check silently off."""
+    monitor = IntegrityMonitor(window=64, warmup=8, jump_warmup=16)
+    _ppo(_reset_env(bad, on_reset)).learn(256, callback=monitor)
+    hits = [f for f in monitor.findings if message in f.message]
+    assert len(hits) == 1
+    assert hits[0].severity is Severity.HIGH
+    assert monitor._jump is not None and np.all(np.isfinite(monitor._jump.mean))
+
+
+def test_a_non_finite_reward_is_a_hard_finding_and_not_a_moment() -> None:
+    monitor = IntegrityMonitor(window=64, warmup=8)
+    _ppo(_env_with([0.0, 0.0], at=10**9)).learn(64, callback=monitor)
+    monitor.locals = {
+        "new_obs": np.zeros((1, 2)),
+        "rewards": np.array([math.nan]),
+        "dones": np.array([False]),
+        "infos": [{}],
+    }
+    monitor._check_transitions()
+    assert [f.message for f in monitor.findings] == ["non-finite reward from the env"]
+    assert np.isfinite(monitor._reward.mean).all() and np.isfinite(monitor._reward.std).all()
+
+
+def test_nan_actions_on_the_probe_count_as_drift() -> None:
+    from rlsec.defenses.monitors import _disagreement
+
+    ref = np.array([[0.0], [1.0], [2.0]])
+    assert _disagreement(np.array([[0.0], [np.nan], [2.0]]), ref) == pytest.approx(1 / 3)
+    assert _disagreement(ref.copy(), ref) == 0.0
+
+
+@pytest.mark.parametrize("bad", [math.nan, -math.inf])
+def test_thresholds_that_never_alarm_are_refused_however_they_are_built(bad: float) -> None:
+    """from_dict refused a NaN threshold; building Thresholds directly did not."""
+    with pytest.raises(ConfigError, match="numbers or \\+inf"):
+        Thresholds({"update-kl": bad}, fpr=0.01)
+    Thresholds({"update-kl": math.inf}, fpr=0.01)

@@ -175,3 +175,19 @@ def test_bad_settings_raise_before_any_check() -> None:
         forced_responses(trend_policy(None), PROBE, ResponseScan(grid=1))
     with pytest.raises(ConfigError, match="probe states or an env_id"):
         scan_reversals(trend_policy(None))
+
+
+def test_a_nan_p_value_is_a_finding_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``NaN < cut`` is false: a sign test that returned NaN would have read as "no reversed
+    response" (INFO)."""
+    import rlsec.defenses.backdoor as bd
+
+    monkeypatch.setattr(bd, "_sign_test", lambda more, fewer: float("nan"))
+    findings = scan_reversals(trend_policy(None), PROBE, config=ResponseScan(grid=41))
+    assert findings and {f.severity for f in findings} == {Severity.HIGH}
+
+
+def test_reversal_settings_that_are_not_numbers_are_refused() -> None:
+    for field in ("success", "alpha", "step"):
+        with pytest.raises(ConfigError, match=f"{field} must be a number"):
+            ResponseScan(**{field: "0.9"}).validated()  # type: ignore[arg-type]

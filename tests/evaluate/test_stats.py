@@ -6,7 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sstats
 
+from rlsec.errors import ConfigError
 from rlsec.evaluate import RunningMoments, eps50, mean_ci
+from rlsec.evaluate.stats import proportion_ci
 
 
 @given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=50))
@@ -48,3 +50,54 @@ def test_running_moments_equal_numpy_over_any_batching(sizes: list[int], seed: i
     assert rm.n == len(allx)
     assert np.allclose(rm.mean, allx.mean(0))
     assert np.allclose(rm.std, allx.std(0))
+
+
+def test_a_nan_mean_return_counts_as_broken_not_as_held() -> None:
+    """``NaN < threshold`` is false: a budget whose episodes returned NaN read as "held", and
+    eps50 could report None (never broken) for a policy no budget left intact."""
+    nan = float("nan")
+    assert eps50([0.1, 0.2], [300.0, nan], 250.0) == 0.2
+    assert eps50([0.1], [nan], 250.0) == 0.1
+    assert eps50([0.1, 0.2], [300.0, float("-inf")], 250.0) == 0.2
+
+
+@pytest.mark.parametrize(
+    ("budgets", "threshold", "why"),
+    [
+        ([0.1], float("nan"), "threshold must be a finite number"),
+        ([0.1], float("inf"), "threshold must be a finite number"),
+        ([float("nan")], 250.0, "budgets must be finite"),
+        ([-0.1], 250.0, "budgets must be finite"),
+    ],
+)
+def test_an_eps50_threshold_or_budget_that_cannot_be_compared_is_refused(
+    budgets: list[float], threshold: float, why: str
+) -> None:
+    with pytest.raises(ConfigError, match=why):
+        eps50(budgets, [100.0] * len(budgets), threshold)
+
+
+@pytest.mark.parametrize("level", [float("nan"), 0.0, 1.0, 1.5, True])
+def test_a_confidence_level_outside_zero_one_is_refused_not_propagated(level: float) -> None:
+    """scipy's own range test lets a NaN level through, and the certified lower bound of
+    randomized smoothing (proportion_ci) came out NaN."""
+    with pytest.raises(ConfigError, match="confidence level"):
+        proportion_ci(5, 10, level)
+    with pytest.raises(ConfigError, match="confidence level"):
+        mean_ci([1.0, 2.0], level)
+
+
+@pytest.mark.parametrize(("successes", "trials"), [(2.5, 10), (3, 10.0), (True, 2), (11, 10)])
+def test_counts_that_are_not_whole_numbers_in_range_are_refused(
+    successes: object, trials: object
+) -> None:
+    with pytest.raises(ConfigError):
+        proportion_ci(successes, trials)  # type: ignore[arg-type]
+
+
+def test_an_empty_batch_leaves_the_moments_unchanged() -> None:
+    rm = RunningMoments(2)
+    rm.update(np.zeros((0, 2)))
+    rm.update(np.array([[1.0, 2.0]]))
+    rm.update(np.zeros((0, 2)))
+    assert rm.n == 1 and rm.mean.tolist() == [1.0, 2.0]

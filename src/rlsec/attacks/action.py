@@ -150,10 +150,53 @@ class ActionAttack(Attack):
             self.last_mask = np.ones(b, dtype=bool)
             blend = (1.0 - alpha) * a.astype(np.float64) + alpha * adv.astype(np.float64)
             out = np.clip(blend, space.low, space.high).astype(space.dtype)
-        for row in out:
+        self.check_executed(a, adv, out, self.last_mask)
+        return out
+
+    def check_executed(
+        self, actions: np.ndarray, adversary: np.ndarray, executed: np.ndarray, mask: np.ndarray
+    ) -> None:
+        """The run-time check of the threat model: raise
+        :class:`~rlsec.errors.BudgetViolation` unless every executed action is in the action
+        space and the adversary stayed within α.
+
+        PR: a row the takeover draw did not select (``mask`` false) executes the agent's
+        action exactly. NR: the adversary's action is in the box and each executed feature is
+        within ``α·|adversary - c|`` of ``c``, the agent's action clipped into the box (the
+        blend, clipped, never moves farther; float32 rounding is allowed for). Every
+        comparison accepts only what it shows to hold, so NaN refuses."""
+        space = self.policy.action_space
+        b = len(executed)
+        for row in executed:
             if not space.contains(np.asarray(row, dtype=space.dtype)):
                 raise BudgetViolation(f"{self.id} produced an action outside {space}: {row!r}")
-        return out
+        if self.mode == "pr":
+            same = np.asarray(executed == actions).reshape(b, -1).all(axis=1)
+            kept = np.asarray(mask, dtype=bool) | same
+            if not kept.all():
+                i = int(np.flatnonzero(~kept)[0])
+                raise BudgetViolation(
+                    f"{self.id} replaced the agent's action in row {i}, which the takeover "
+                    f"draw (probability α={self.threat_model.epsilon:g}) did not select"
+                )
+            return
+        assert isinstance(space, gym.spaces.Box)
+        alpha = self.threat_model.epsilon
+        low = np.asarray(space.low, dtype=np.float64)
+        high = np.asarray(space.high, dtype=np.float64)
+        adv = np.asarray(adversary, dtype=np.float64).reshape(executed.shape)
+        c = np.clip(np.asarray(actions, dtype=np.float64).reshape(executed.shape), low, high)
+        out = np.asarray(executed, dtype=np.float64)
+        if not np.all((adv >= low) & (adv <= high)):
+            raise BudgetViolation(f"{self.id}'s adversary chose an action outside {space}")
+        slack = np.spacing(np.abs(executed).astype(np.float32)).astype(np.float64)
+        slack += 1e-9 * (np.abs(c) + np.abs(adv))
+        if not np.all(np.abs(out - c) <= alpha * np.abs(adv - c) + slack):
+            worst = float(np.nanmax(np.abs(out - c) - alpha * np.abs(adv - c)))
+            raise BudgetViolation(
+                f"{self.id} moved an executed action farther than α={alpha:g} of the way to "
+                f"the adversary's (by {worst:.3g} beyond it)"
+            )
 
     def _adversary(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         if self.variant == "random":

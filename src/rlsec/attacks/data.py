@@ -574,7 +574,8 @@ class DataAttack(Attack):
         eps = self.epsilon
         dr = np.abs(out.rewards - src.rewards)
         worst = float(np.max(dr, initial=0.0))
-        if not np.all(np.isfinite(out.rewards)) or worst > eps * (1 + _REL) + 1e-12:
+        # "not <=": a NaN source reward makes the shift NaN, and NaN > ε is false
+        if not np.all(np.isfinite(out.rewards)) or not worst <= eps * (1 + _REL) + 1e-12:
             raise BudgetViolation(
                 f"{self.id} moved a reward by {worst!r}; the budget is |δr| <= ε = {eps}"
             )
@@ -586,14 +587,14 @@ class DataAttack(Attack):
             slack = (
                 4 * float(np.finfo(getattr(out, name).dtype).eps) * (1 + float(np.abs(x0).max()))
             )
-            if not np.all(np.isfinite(x)) or moved > self.obs_epsilon * (1 + _REL) + slack:
+            if not np.all(np.isfinite(x)) or not moved <= self.obs_epsilon * (1 + _REL) + slack:
                 raise BudgetViolation(
                     f"{self.id} moved {name} by {moved!r}; the budget is obs_epsilon = "
                     f"{self.obs_epsilon} per feature"
                 )
             low = np.minimum(space.low, x0)  # a source already outside stays where it was
             high = np.maximum(space.high, x0)
-            if np.any(x < low) or np.any(x > high):
+            if not np.all((x >= low) & (x <= high)):
                 raise BudgetViolation(f"{self.id} moved {name} out of {describe_space(space)}")
         try:
             _check_actions(out.actions, self.action_space, n, "crafted actions")

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -31,7 +32,7 @@ import torch
 from rlsec.attacks._ball import Ball
 from rlsec.attacks._optim import Objective, action_divergence, optimise
 from rlsec.core import Attack, DifferentiablePolicy, Policy, Surface, ThreatModel
-from rlsec.errors import AttackNotApplicable, ConfigError
+from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError
 
 __all__ = [
     "CriticObservation",
@@ -152,16 +153,22 @@ class ObservationAttack(Attack):
         ids = np.arange(x0.shape[0]) if env_ids is None else np.asarray(env_ids)
         if ids.shape != (x0.shape[0],):
             raise ConfigError(f"env_ids must have shape ({x0.shape[0]},), got {ids.shape}")
+        _refuse_non_finite(self.id, x0)
         self.clean_actions = self.adversarial_actions = self._candidate_out = None
         if self.threat_model.epsilon == 0.0 or x0.shape[0] == 0:
             return x0.copy()
         candidate = self._perturb(x0, ids)
         x = ball.project(x0, candidate)
         ball.check(x0, x)
+        self._check_run(x0, x, ids)
         out = self._take_candidate_out()
         if out is not None:
             self.adversarial_actions = self._actions_at(x, candidate, out)
         return x
+
+    def _check_run(self, x0: np.ndarray, x: np.ndarray, env_ids: np.ndarray) -> None:
+        """Hook: a run-time check of the threat model beyond the ball (the step budget of a
+        budgeted attack); raise :class:`~rlsec.errors.BudgetViolation` if it does not hold."""
 
     def _take_candidate_out(self) -> torch.Tensor | None:
         out, self._candidate_out = self._candidate_out, None
@@ -197,6 +204,21 @@ def _as_batch(policy: Policy, observations: np.ndarray) -> np.ndarray:
     if as_batch is not None:
         return np.asarray(as_batch(observations))
     return np.ascontiguousarray(observations, dtype=np.float32)
+
+
+def _refuse_non_finite(attack_id: str, x0: np.ndarray) -> None:
+    """Refuse a clean batch holding NaN or an infinity, up front: there is no ε-ball around a
+    non-finite point (``inf - inf`` is NaN, and a NaN distance compares false with any
+    budget), so rlsec does not guess one. :meth:`Ball.check` refuses it again."""
+    flat = x0.reshape(len(x0), -1)
+    bad = np.argwhere(~np.isfinite(flat))
+    if bad.size:
+        row, feature = (int(v) for v in bad[0])
+        raise ConfigError(
+            f"{attack_id} perturbs finite observations; row {row} holds {flat[row, feature]!r} "
+            f"at feature {feature} ({len(bad)} non-finite entries in the batch): there is no "
+            "ε-ball around a non-finite point"
+        )
 
 
 def _diff(policy: Policy) -> DifferentiablePolicy:
@@ -410,6 +432,15 @@ class TimedObservation(_GradientAttack):
     the episode has budget left: at most ``ceil(step_budget · horizon)`` attacked steps per
     episode. The threshold is ``beta`` if given, else the running ``1 - step_budget`` quantile
     of the gaps seen so far, so the attacker spends its budget on the most decisive moments.
+    Without a horizon (an environment with no step limit) the episode is taken to last 1000
+    steps; the cap is recorded in :meth:`params` as ``max_attacks_per_episode``.
+
+    The step budget is checked at run time, apart from the firing rule: every row that
+    :meth:`perturb` returns changed counts against its environment's episode, and a count
+    above the cap raises :class:`~rlsec.errors.BudgetViolation`. Each row of a batch must
+    come from a different environment (``env_ids`` distinct, in ``[0, num_envs)``). A NaN
+    preference gap (a policy whose output is not finite) never fires and never enters the
+    running quantile.
     """
 
     id = "timed-obs-v1"
@@ -435,9 +466,18 @@ class TimedObservation(_GradientAttack):
                 threat_model.phase,
             )
         super().__init__(threat_model, steps=steps)
+        if beta is not None and (
+            isinstance(beta, bool)
+            or not isinstance(beta, (int, float, np.integer, np.floating))
+            or not math.isfinite(beta)
+        ):
+            raise ConfigError(f"beta must be a finite number or None, got {beta!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"window must be an integer >= 1, got {window!r}")
         self.beta = beta
         self.window = int(window)
         self.attacked = np.zeros(0, dtype=np.int64)
+        self.spent = np.zeros(0, dtype=np.int64)
         self.cap = 0
 
     def check_applicable(self, policy: Policy) -> None:
@@ -452,15 +492,21 @@ class TimedObservation(_GradientAttack):
 
     def _setup(self, policy: Policy) -> None:
         frac = float(self.threat_model.step_budget or 0.0)
-        horizon = self.horizon if self.horizon else 1000
-        self.cap = int(np.ceil(frac * horizon))
+        horizon = self.horizon
+        if horizon is not None and (
+            isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1
+        ):
+            raise ConfigError(f"horizon must be an integer >= 1 or None, got {horizon!r}")
+        self.cap = int(np.ceil(frac * (1000 if horizon is None else int(horizon))))
         self.attacked = np.zeros(self.num_envs, dtype=np.int64)
+        self.spent = np.zeros(self.num_envs, dtype=np.int64)
         self._gaps: list[np.ndarray] = []
         self._seen = 0
 
     def reset(self, env_ids: np.ndarray) -> None:
         if self.attacked.size:
             self.attacked[env_ids] = 0
+            self.spent[env_ids] = 0
 
     def attacked_steps(self) -> np.ndarray:
         """Steps attacked so far in each environment's current episode."""
@@ -469,12 +515,39 @@ class TimedObservation(_GradientAttack):
     def _threshold(self, gaps: np.ndarray) -> float:
         if self.beta is not None:
             return float(self.beta)
-        self._gaps.append(gaps)
+        self._gaps.append(gaps[np.isfinite(gaps)])
         pool = np.concatenate(self._gaps)[-self.window :]
         self._gaps = [pool]
+        if pool.size == 0:
+            return math.inf
         return float(np.quantile(pool, 1.0 - float(self.threat_model.step_budget or 0.0)))
 
+    def _check_run(self, x0: np.ndarray, x: np.ndarray, env_ids: np.ndarray) -> None:
+        """The step budget, counted apart from the firing rule: each returned row that
+        differs from its clean row is an attacked step of its environment's episode."""
+        moved = np.any((x != x0).reshape(len(x), -1), axis=1)
+        np.add.at(self.spent, env_ids[moved], 1)
+        over = np.flatnonzero(~(self.spent <= self.cap))
+        if over.size:
+            e = int(over[0])
+            raise BudgetViolation(
+                f"{self.id} attacked {int(self.spent[e])} steps of environment {e}'s episode, "
+                f"beyond its step budget of {self.cap} (ceil({self.threat_model.step_budget} "
+                "· horizon))"
+            )
+
     def _perturb(self, x0: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
+        ids = env_ids.astype(np.int64, copy=False)
+        if ids.size and (
+            not np.array_equal(ids, env_ids)
+            or ids.min() < 0
+            or ids.max() >= self.num_envs
+            or np.unique(ids).size != ids.size
+        ):
+            raise ConfigError(
+                f"{self.id} counts attacked steps per environment: env_ids must be distinct "
+                f"integers in [0, {self.num_envs}), got {env_ids.tolist()}"
+            )
         pol = _diff(self.policy)
         x0t = torch.from_numpy(x0)
         with torch.no_grad():

@@ -133,7 +133,7 @@ class StrategyReplay(ObservationAttack):
     # -- lifecycle ---------------------------------------------------------------------------
     def check_applicable(self, policy: Policy) -> None:
         st = self.strategy
-        if self.threat_model.epsilon < st.radius - 1e-12:
+        if not (self.threat_model.epsilon >= st.radius - 1e-12):  # a NaN radius is refused
             raise AttackNotApplicable(
                 f"the strategy is for an attacker with radius {st.radius:g}; a budget of "
                 f"{self.threat_model.epsilon:g} cannot play it"
@@ -224,7 +224,7 @@ class StrategyReplay(ObservationAttack):
         if s.size and (s.min() < 0 or s.max() >= n):
             raise ModelError(f"observations must be state indices in [0, {n}), got {s}")
         shown = self.strategy.observe[s]
-        far = self._dist[s, shown] > self.threat_model.epsilon
+        far = ~(self._dist[s, shown] <= self.threat_model.epsilon)  # NaN distances refuse
         if np.any(far):
             i = int(np.flatnonzero(far)[0])
             raise BudgetViolation(

@@ -138,7 +138,7 @@ class TriggerInversion:
             raise ConfigError(
                 f"support must be 'auto', 'joint' or 'per-feature', got {self.support!r}"
             )
-        if not 0.0 < float(self.success) <= 1.0:
+        if not 0.0 < _real(self, "success") <= 1.0:
             raise ConfigError(f"success must be a fraction in (0, 1], got {self.success!r}")
         _check_fields(
             self,
@@ -146,8 +146,10 @@ class TriggerInversion:
             non_negative=("min_mad",),
             integers=(("steps", 1), ("patience", 1), ("grid", 2), ("max_probe_states", 3)),
         )
-        if not float(self.cost_multiplier) > 1.0:
-            raise ConfigError(f"cost_multiplier must be > 1, got {self.cost_multiplier!r}")
+        if not 1.0 < _real(self, "cost_multiplier") < math.inf:
+            raise ConfigError(
+                f"cost_multiplier must be a finite number > 1, got {self.cost_multiplier!r}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,17 +170,30 @@ def _check_fields(
         ConfigError: naming the field, what was expected and what was received.
     """
     for name in positive:
-        v = float(getattr(cfg, name))
+        v = _real(cfg, name)
         if not (math.isfinite(v) and v > 0):
             raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
     for name in non_negative:
-        v = float(getattr(cfg, name))
+        v = _real(cfg, name)
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(cfg, name)!r}")
     for name, least in integers:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise ConfigError(f"{name} must be an integer >= {least}, got {v!r}")
+
+
+def _real(cfg: Any, name: str) -> float:
+    """The field ``name`` of ``cfg`` as a float; a bool, a string or anything else that is not
+    a real number is refused (``float("nan")`` and ``float(True)`` would pass for numbers).
+
+    Raises:
+        ConfigError: naming the field and what was received.
+    """
+    v = getattr(cfg, name)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    return float(v)
 
 
 @dataclass(frozen=True)
@@ -550,7 +565,8 @@ def _judge(triggers: list[InvertedTrigger], cfg: TriggerInversion, n_probe: int)
         for k, i in enumerate(counted)
         if triggers[i].feasible and sizes[k] < median
     ]
-    flagged = [(i, idx) for i, idx in small if idx > cfg.threshold]
+    # flagged unless shown to be within the threshold: an index that is NaN is flagged
+    flagged = [(i, idx) for i, idx in small if not idx <= cfg.threshold]
     if not flagged:
         worst = max((idx for _, idx in small), default=0.0)
         return [
@@ -632,9 +648,9 @@ class ResponseScan:
         Raises:
             ConfigError: with what was expected and what was received.
         """
-        if not 0.5 < float(self.success) <= 1.0:
+        if not 0.5 < _real(self, "success") <= 1.0:
             raise ConfigError(f"success must be a fraction in (0.5, 1], got {self.success!r}")
-        if not 0.0 < float(self.alpha) < 1.0:
+        if not 0.0 < _real(self, "alpha") < 1.0:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}")
         _check_fields(
             self,
@@ -772,7 +788,8 @@ def _forced(
                     )
                 )
     cut = cfg.alpha / max(tests, 1)
-    return [replace(r, reversed=r.p_value < cut) for r in found], room
+    # reversed unless shown not to be: a NaN p-value is a finding, never a pass
+    return [replace(r, reversed=not r.p_value >= cut) for r in found], room
 
 
 def _act_stamped(policy: Policy, x: np.ndarray, i: int, value: float, start: int) -> np.ndarray:

@@ -46,6 +46,16 @@ supports, ``m / (m + 1)``, is recorded per check
 (``Thresholds.coverages``). A check that crashes is reported as a high-severity finding,
 never as a pass.
 
+Non-finite numbers never pass silently. Calibration drops NaN scores (a clean run's NaN
+says nothing about where its threshold lies) and keeps ``+inf``. In detection, a score of
+``+inf`` alarms against any finite threshold, and a NaN score (a check that could not
+measure: a NaN KL or clip fraction in the learner's log, say) is a HIGH finding of that
+check, never compared. Non-finite values are not folded into the running moments
+the scores are measured against (one NaN or infinity there would switch a check off for the
+rest of the run): a non-finite reward or observation is a hard finding instead, and a
+non-finite KL or gradient norm scores ``+inf``. Hard checks accept only what they show to
+be valid (``low <= x <= high``, never "not below low and not above high"), so NaN fails them.
+
 Example:
     >>> runs = [{"update-kl": [0.1, 0.2, 0.3, 0.9]}, {"update-kl": [0.2, 0.4, 0.5, 0.6]},
     ...         {"update-kl": [0.4, 0.4, 0.4, 0.4]}]
@@ -119,6 +129,11 @@ class Thresholds:
     coverages: dict[str, float] = field(default_factory=dict)
     source: str = ""
 
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.values.items() if not (-math.inf < float(v) <= math.inf)}
+        if bad:  # a NaN threshold would never alarm: the check would be off, silently
+            raise ConfigError(f"thresholds must be numbers or +inf, got {bad}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "scoring": SCORING,
@@ -158,9 +173,6 @@ class Thresholds:
         for name, v in (("fpr", fpr), ("coverage", coverage)):
             if not 0.0 < v < 1.0:
                 raise ConfigError(f"thresholds: {name} must be in (0, 1), got {v!r}")
-        bad = {k: v for k, v in values.items() if math.isnan(v) or v == -math.inf}
-        if bad:  # a NaN threshold would never alarm: the check would be off, silently
-            raise ConfigError(f"thresholds must be numbers or +inf, got {bad}")
         off = {k: v for k, v in coverages.items() if not 0.0 < v <= 1.0}
         if off:
             raise ConfigError(f"thresholds: coverages must be in (0, 1], got {off}")
@@ -276,7 +288,12 @@ class LogZ:
         self.var = 0.0
 
     def __call__(self, x: float) -> float | None:
-        lx = math.log(max(float(x), 1e-12))
+        """The score of ``x``; ``+inf`` for a value that is not finite (NaN or infinite),
+        which is not folded into the moments (it would switch the score off for good)."""
+        x = float(x)
+        if not math.isfinite(x):
+            return math.inf
+        lx = math.log(max(x, 1e-12))
         z = None
         if self.n >= self.warmup:
             sd = math.sqrt(self.var)
@@ -364,6 +381,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         self._win_reward = 0.0
         self._win_jump = 0.0
         self._env_steps = 0
+        self._first_checked = False
         self._buffer_pos: int | None = None
         self._pending_rows = 0
         self._buf: Any = None
@@ -410,11 +428,24 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
 
     def _score(self, name: str, value: float, **evidence: Any) -> bool:
         """Record a score; in detection mode compare it with its threshold. True if alarmed."""
-        self.scores[name].append(float(value))
+        value = float(value)
+        self.scores[name].append(value)
         if self.thresholds is None:
-            return False
+            return False  # calibration mode records scores only (calibrate drops NaN)
         limit = self.thresholds.values.get(name)
-        if limit is None or not value > limit:
+        if limit is None:
+            return False
+        if math.isnan(value):  # never compared: NaN > limit is false
+            self._hard(
+                name,
+                CHECKS[name],
+                f"{name}: the score is NaN, so the check could not tell whether this window "
+                "is clean",
+                score=None,
+                threshold=limit,
+            )
+            return True
+        if value <= limit:
             return False
         self._emit(
             Finding(
@@ -506,12 +537,16 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         norm = math.sqrt(self._grad_sq)
         self._grad_sq = 0.0
         self.grad_norms += 1
-        self._pend("update-grad-norm", self._grad_z(norm) if math.isfinite(norm) else math.inf)
+        self._pend("update-grad-norm", self._grad_z(norm))  # +inf if the norm is not finite
 
     def _pend(self, name: str, value: float | None) -> None:
         """Fold an update's score into its window's maximum (scored at the window's end)."""
-        if value is not None:
-            self._pending[name] = max(self._pending.get(name, -math.inf), value)
+        if value is None:
+            return
+        held = self._pending.get(name)
+        # max() would drop a NaN (it compares false); a NaN is kept and reported when scored
+        if held is None or math.isnan(value) or value > held:
+            self._pending[name] = float(value)
 
     def _flush_updates(self) -> None:
         grad = self._pending.get("update-grad-norm")
@@ -545,26 +580,35 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         prev = np.asarray(self.model._last_obs, dtype=np.float64)
         n = len(rewards)
         self._env_steps += n
-        if not np.all(np.isfinite(rewards)):
+        finite_reward = np.isfinite(rewards)
+        if not finite_reward.all():
             self._hard("reward-validation", Surface.REWARD, "non-finite reward from the env")
         space = self.model.observation_space
         nxt = new_obs.copy()
         for i, info in enumerate(loc.get("infos", [])):
             if dones[i] and isinstance(info, dict) and "terminal_observation" in info:
                 nxt[i] = np.asarray(info["terminal_observation"], dtype=np.float64)
-        if not np.all(np.isfinite(nxt)):
+        # every observation the learner will see, once: the next observations, the reset
+        # observations that start the done environments' new episodes (they reach the
+        # learner as the next step's previous observations), and the run's first ones
+        seen = [nxt.reshape(n, -1), new_obs.reshape(n, -1)[dones.astype(bool)]]
+        if not self._first_checked:
+            seen.append(prev.reshape(n, -1))
+            self._first_checked = True
+        rows = np.concatenate(seen)
+        if not np.all(np.isfinite(rows)):
             self._hard("transition-validation", Surface.DATA, "non-finite observation")
             return
         if isinstance(space, gym.spaces.Box):
             flat = nxt.reshape(n, -1)
             low, high = space.low.reshape(-1), space.high.reshape(-1)
-            if np.any(flat < low) or np.any(flat > high):
+            if not np.all((rows >= low) & (rows <= high)):
                 self._hard(
                     "transition-validation",
                     Surface.DATA,
                     "observation outside the observation space",
-                    low=float(np.min(flat - low)),
-                    high=float(np.max(flat - high)),
+                    low=float(np.min(rows - low)),
+                    high=float(np.max(rows - high)),
                 )
             delta = np.abs(flat - prev.reshape(n, -1))
             # scored against the moments before this step, then folded in (O(1) memory)
@@ -576,12 +620,13 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
                 self._win_jump = max(self._win_jump, float((delta / scale).max()))
             jump.update(delta)
         m = self._reward
-        if m.n >= self.warmup:
+        ok = rewards[finite_reward]  # a non-finite reward is a hard finding, not a moment
+        if m.n >= self.warmup and ok.size:
             mean, std = float(m.mean[0]), float(m.std[0])
-            dev = np.abs(rewards - mean)
+            dev = np.abs(ok - mean)
             z = dev / std if std > 0 else np.where(dev == 0, 0.0, np.inf)
             self._win_reward = max(self._win_reward, float(z.max()))
-        m.update(rewards[:, None])
+        m.update(ok[:, None])
         self._win_steps += n
         if self._probe is None:
             self._probe_rows.append(prev.astype(np.float32))
@@ -829,4 +874,5 @@ def _disagreement(a: np.ndarray, b: np.ndarray) -> float:
     if np.issubdtype(a.dtype, np.integer):
         return float(np.mean(np.any(a2 != b2, axis=1)))
     spread = np.maximum(np.ptp(b2, axis=0), 1e-8)
-    return float(np.mean(np.any(np.abs(a2 - b2) > 0.05 * spread, axis=1)))
+    # a state counts as agreeing only where it is shown to (NaN actions disagree)
+    return float(np.mean(~np.all(np.abs(a2 - b2) <= 0.05 * spread, axis=1)))

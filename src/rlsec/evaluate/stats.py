@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rlsec.errors import ConfigError
+
 __all__ = [
     "RunningMoments",
     "env_seed",
@@ -32,6 +34,7 @@ def mean_ci(
         >>> m, [round(v, 4) for v in ci]
         (2.0, [-0.4841, 4.4841])
     """
+    _check_level(level)
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise ValueError("mean_ci needs at least one value")
@@ -53,8 +56,14 @@ def proportion_ci(successes: int, trials: int, level: float = 0.95) -> tuple[flo
         >>> lo, round(hi, 4)
         (0.0, 0.0362)
     """
-    if trials < 1 or not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes}/{trials}")
+    _check_level(level)
+    for name, v in (("successes", successes), ("trials", trials)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ConfigError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    if not (trials >= 1 and 0 <= successes <= trials):
+        raise ConfigError(
+            f"need 0 <= successes <= trials and trials >= 1, got {successes}/{trials}"
+        )
     ci = stats.binomtest(int(successes), int(trials)).proportion_ci(level, method="exact")
     return float(ci.low), float(ci.high)
 
@@ -62,14 +71,34 @@ def proportion_ci(successes: int, trials: int, level: float = 0.95) -> tuple[flo
 def eps50(budgets: Sequence[float], means: Sequence[float], threshold: float) -> float | None:
     """Smallest budget on the grid whose mean return is below ``threshold``, else ``None``.
 
+    ``None`` says the policy held at every budget, so it is never the answer by default: a
+    mean return that is NaN counts as broken (below any threshold), not as held, and a
+    threshold or budget that is not a finite number is refused.
+
+    Raises:
+        ConfigError: a threshold or budget that is not finite (or a negative budget).
+
     Example:
         >>> eps50([0.1, 0.2, 0.5], [400.0, 200.0, 20.0], 250.0)
         0.2
         >>> eps50([0.1], [400.0], 250.0) is None
         True
+        >>> eps50([0.1, 0.2], [400.0, float("nan")], 250.0)
+        0.2
     """
-    hits = [b for b, m in zip(budgets, means, strict=True) if m < threshold]
+    if not math.isfinite(float(threshold)):
+        raise ConfigError(f"the eps50 threshold must be a finite number, got {threshold!r}")
+    pairs = list(zip(budgets, means, strict=True))
+    bad = [b for b, _ in pairs if not 0.0 <= float(b) < math.inf]
+    if bad:
+        raise ConfigError(f"budgets must be finite numbers >= 0, got {bad}")
+    hits = [b for b, m in pairs if not float(m) >= threshold]
     return min(hits) if hits else None
+
+
+def _check_level(level: float) -> None:
+    if isinstance(level, bool) or not 0.0 < float(level) < 1.0:
+        raise ConfigError(f"the confidence level must be in (0, 1), got {level!r}")
 
 
 class RunningMoments:
@@ -91,9 +120,9 @@ class RunningMoments:
         self._m2 = np.zeros(dim)
 
     def update(self, batch: np.ndarray) -> None:
-        x = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
-        if x.shape[0] == 0:
+        if len(batch) == 0:  # reshape(0, -1) cannot infer the features of nothing
             return
+        x = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
         mean_b = x.mean(axis=0)
         self._combine(x.shape[0], mean_b, ((x - mean_b) ** 2).sum(axis=0))
 
