@@ -968,7 +968,9 @@ def certified_radius(
         raise InvalidBudget(f"eps_max must be finite and > 0, got {eps_max!r}")
     if not (math.isfinite(tol) and tol > 0):
         raise InvalidBudget(f"tol must be finite and > 0, got {tol!r}")
-    if not np.isfinite(eps_max * unit).all():
+    with np.errstate(over="ignore"):
+        widest = eps_max * unit
+    if not np.isfinite(widest).all():
         raise InvalidBudget(f"eps_max * scale overflows: eps_max={eps_max!r}")
     check = _checker(problem, delta)
     rows = _all(problem)
