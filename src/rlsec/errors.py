@@ -11,7 +11,10 @@ family also subclasses the matching built-in, so ``except ValueError`` keeps wor
     │   ├── UnsafeEnvId                      an environment id whose ``module:`` part would
     │   │                                    import code from outside gymnasium and rlsec
     │   └── ModelError                       a finite model, PRISM file or temporal-logic
-    │                                        property is malformed (says where)
+    │       │                                property is malformed (says where)
+    │       └── ModelTooLarge                a model, PRISM file or property exceeds a stated
+    │                                        limit (length, nesting, step bound, states,
+    │                                        transitions); nothing was handed to Storm
     ├── SpaceMismatch (ValueError)           policy and environment spaces disagree
     ├── AttackNotApplicable (ValueError)     the attack cannot run on this policy
     ├── PolicyLoadError (ValueError)         a policy file or archive cannot be loaded
@@ -20,6 +23,10 @@ family also subclasses the matching built-in, so ``except ValueError`` keeps wor
     ├── BudgetViolation (RuntimeError)       a perturbation left its threat model's budget
     ├── IntegrityViolation (RuntimeError)    an integrity check stopped training (the
     │                                        findings say why)
+    ├── CheckAborted (RuntimeError)          a Storm query ran out of its time or memory
+    │                                        budget, or Storm crashed; no result was produced
+    ├── MissingDependency (ImportError)      an optional extra is not installed (the message
+    │                                        says how to install it)
     ├── VerificationError (ValueError)       a signature, digest, Merkle proof or audit log
     │                                        does not verify (says which and why)
     ├── AccessDenied (PermissionError)       a registry operation was refused to this
@@ -44,11 +51,14 @@ __all__ = [
     "ApprovalPending",
     "AttackNotApplicable",
     "BudgetViolation",
+    "CheckAborted",
     "ConfigError",
     "GateRefused",
     "IntegrityViolation",
     "InvalidBudget",
+    "MissingDependency",
     "ModelError",
+    "ModelTooLarge",
     "PolicyLoadError",
     "RLSecError",
     "SpaceMismatch",
@@ -97,6 +107,13 @@ class ModelError(ConfigError):
     says where (line and column, or the offending label)."""
 
 
+class ModelTooLarge(ModelError):
+    """A model, a PRISM file or a property exceeds one of the stated limits of
+    :class:`rlsec.verify.budget.Budget` (length, nesting depth, step bound, states,
+    transitions); the message names the limit, the value found and how to raise it. Nothing
+    was handed to Storm (or, for a PRISM file's state count, nothing was built)."""
+
+
 class SpaceMismatch(RLSecError, ValueError):
     """The policy's observation or action space does not match the environment's."""
 
@@ -120,6 +137,21 @@ class BudgetViolation(RLSecError, RuntimeError):
 class IntegrityViolation(RLSecError, RuntimeError):
     """A training-integrity check found the loop compromised (or could not run) and stopped
     training; the final policy was not written."""
+
+
+class CheckAborted(RLSecError, RuntimeError):
+    """A model-checking query did not finish: it ran out of its time or memory budget, or
+    Storm crashed (a native fault in the model checker, contained in its worker process).
+    ``reason`` is ``"time"``, ``"memory"`` or ``"crash"``; no result was produced."""
+
+    def __init__(self, message: str, reason: str = "crash") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MissingDependency(RLSecError, ImportError):
+    """An optional extra is not installed; the message says which and how to install it
+    (e.g. ``pip install 'rlsec[storm]'`` for the Storm model checker)."""
 
 
 class VerificationError(RLSecError, ValueError):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rlsec.envs.finite import FiniteMDP, greedy, q_learning
-from rlsec.errors import ConfigError, UnknownEnv
+from rlsec.errors import ConfigError, ModelTooLarge, UnknownEnv
 
 DETERMINISTIC = [
     ("FrozenLake-v1", {"is_slippery": False}),
@@ -199,3 +199,57 @@ def test_q_learning_learns_the_shortest_path_and_is_deterministic() -> None:
         q_learning(gym.make("CartPole-v1"), steps=1)
     with pytest.raises(ConfigError, match=r"q must have shape \(16, 4\)"):
         q_learning(gym.make("FrozenLake-v1"), steps=1, q=np.zeros((2, 2)))
+
+
+def _table_env(table: dict, n_s: int = 2, n_a: int = 1, initial: object = (1.0, 0.0)) -> str:
+    """A registered environment whose unwrapped ``P`` is ``table``."""
+
+    class _TableEnv(gym.Env):
+        observation_space = gym.spaces.Discrete(n_s)
+        action_space = gym.spaces.Discrete(n_a)
+
+        def __init__(self) -> None:
+            self.P = table
+            self.initial_state_distrib = None if initial is None else np.asarray(initial)
+
+    env_id = f"rlsec-test/Table{abs(hash(repr(table))) % 10**9}-{n_s}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_TableEnv, disable_env_checker=True)
+    return env_id
+
+
+@pytest.mark.parametrize(
+    ("entries", "match"),
+    [
+        ([(1.0, -1, 0.0, False)], r"leads to state -1, expected an index in \[0, 2\)"),
+        ([(1.0, 2, 0.0, False)], "leads to state 2"),
+        ([(float("nan"), 1, 0.0, False)], "probability nan, expected one in"),
+        ([(1.8, 1, 0.0, False)], "probability 1.8"),
+        ([(0.9, 1, 0.0, False), (0.9, 0, 0.0, False)], r"sums to 1\.8"),
+        ([(1.0, 1, float("inf"), False)], "reward inf, expected a finite"),
+        ([(1.0, 1, 0.0, "yes")], "terminated='yes', expected a boolean"),
+        ([(1.0, 1)], "is not a list of"),
+        ([("1.0", 1, 0.0, False)], "expected a number"),
+    ],
+)
+def test_a_malformed_table_entry_is_refused_not_wrapped_or_defaulted(
+    entries: list, match: str
+) -> None:
+    env_id = _table_env({0: {0: entries}, 1: {0: [(1.0, 1, 0.0, False)]}})
+    with pytest.raises(ConfigError, match=match):
+        FiniteMDP.from_toy_text(env_id)
+
+
+def test_a_missing_row_or_initial_distribution_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"P\[1\]\[0\] is not a list"):
+        FiniteMDP.from_toy_text(_table_env({0: {0: [(1.0, 0, 0.0, False)]}}))
+    ok = {0: {0: [(1.0, 1, 0.0, False)]}, 1: {0: [(1.0, 1, 0.0, False)]}}
+    with pytest.raises(ConfigError, match="has no initial_state_distrib"):
+        FiniteMDP.from_toy_text(_table_env(ok, initial=None))
+
+
+def test_a_table_too_large_for_a_dense_model_is_refused_before_allocating() -> None:
+    n = 5000  # 5000 * 4 * 5000 = 1e8 probabilities, 800 MB dense
+    env_id = _table_env({}, n_s=n, n_a=4)
+    with pytest.raises(ModelTooLarge, match=r"holds 100000000 transition probabilities"):
+        FiniteMDP.from_toy_text(env_id)

@@ -543,3 +543,109 @@ def test_bad_arguments_are_refused() -> None:
         certify(sac, np.zeros((1, 3), np.float32), 0.1)
     with pytest.raises(SpaceMismatch, match="Box"):
         action_bounds(policy, x0, 0.1)
+
+
+# -- NaN and infinity never yield a certificate ----------------------------------------------
+
+
+def _two_logits() -> nn.Sequential:
+    """Logits (x1 + x2, 0): action 0 is certified at (0.5, 0.5) up to radius 0.5."""
+    net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.0, 0.0], [0.0, 0.0]]))
+        net[0].bias.zero_()
+        net[2].weight.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+        net[2].bias.zero_()
+    return net
+
+
+X0 = np.array([[0.5, 0.5]], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("0.weight", float("nan")),
+        ("0.bias", float("nan")),
+        ("2.weight", float("nan")),
+        ("2.bias", float("inf")),
+        ("0.weight", float("-inf")),
+    ],
+)
+def test_a_nan_or_infinite_weight_yields_no_certificate(where: str, value: float) -> None:
+    net = _two_logits()
+    layer, name = where.split(".")
+    with torch.no_grad():
+        getattr(net[int(layer)], name).view(-1)[2 if name == "weight" else 1] = value
+    policy = policy_of(net, 2, 2)
+    for call in (
+        lambda: certify(policy, X0, 0.1),
+        lambda: certified_radius(policy, X0),
+        lambda: reachable_actions(policy, X0, 0.1),
+        lambda: output_bounds(policy, X0, 0.1),
+    ):
+        with pytest.raises(ConfigError, match="NaN or infinite"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.LeakyReLU(float("nan")), nn.ELU(alpha=float("nan")), nn.Hardtanh(float("-inf"), 1.0)],
+)
+def test_a_nan_activation_parameter_is_refused(layer: nn.Module) -> None:
+    policy = policy_of(nn.Sequential(nn.Linear(2, 3), layer, nn.Linear(3, 2)), 2, 2)
+    with pytest.raises(ConfigError, match="finite"):
+        certify(policy, X0, 0.1)
+
+
+def test_outputs_that_overflow_are_refused_not_certified() -> None:
+    net = _two_logits()
+    with torch.no_grad():
+        net[2].weight.mul_(3e38)  # finite in float32, the forward pass overflows to inf
+    with pytest.raises(ConfigError, match="NaN or infinite on 1 observations"):
+        certify(policy_of(net, 2, 2), np.array([[2.0, 2.0]], dtype=np.float32), 0.1)
+
+
+def test_nan_or_infinite_bounds_certify_nothing_and_rule_nothing_out() -> None:
+    """Past the refusals above, the comparisons themselves fail closed: a margin bound that is
+    NaN or +inf (an overflow) certifies nothing and rules no action out."""
+    policy = policy_of(_two_logits(), 2, 2)
+    problem = bounds_module._Problem(policy, X0, "crown")
+    rows = np.arange(1)
+    radius = np.full(2, 0.1)
+    assert problem.certified_discrete(rows, radius).all()  # the honest network: certified
+    for value in (float("nan"), float("inf")):
+        net = problem.net
+        biases = (*net.biases[:-1], torch.tensor([value, 0.0], dtype=torch.float64))
+        problem.net = bounds_module._Net(net.weights, biases, net.acts)
+        assert not problem.certified_discrete(rows, radius).any()
+        problem.net = net
+    real = bounds_module._lower
+    try:
+        for value in (float("nan"), float("inf")):
+            bounds_module._lower = lambda net, lo, hi, spec, method, v=value: torch.full(
+                (lo.shape[0], spec.shape[-2]), v, dtype=torch.float64
+            )
+            assert not certify(policy, X0, 0.1).any()
+            assert reachable_actions(policy, X0, 0.1).all()
+            assert certified_radius(policy, X0).tolist() == [0.0]
+            lo, hi = output_bounds(policy, X0, 0.1)
+            assert not np.isnan(lo).any() and not np.isnan(hi).any()
+    finally:
+        bounds_module._lower = real
+
+
+def test_a_nan_delta_or_clean_action_certifies_no_continuous_action() -> None:
+    net = _two_logits()
+    policy = policy_of(net, 2, 2, output="action")
+    with pytest.raises(InvalidBudget):
+        certify(policy, X0, 0.1, delta=float("nan"))
+    problem = bounds_module._Problem(policy, X0, "crown")
+    problem.clean = np.full_like(problem.clean, np.nan)
+    assert not problem.certified_continuous(np.arange(1), np.full(2, 0.1), np.full(2, 1.0)).any()
+
+
+def test_a_radius_search_that_overflows_is_refused() -> None:
+    policy = policy_of(_two_logits(), 2, 2)
+    with pytest.raises(InvalidBudget, match="overflows"):
+        certified_radius(policy, X0, eps_max=1e308, scale=[1e10, 1e10])

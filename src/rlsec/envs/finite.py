@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -38,9 +39,13 @@ import gymnasium as gym
 import numpy as np
 
 from rlsec.envs import make
-from rlsec.errors import ConfigError
+from rlsec.errors import ConfigError, ModelTooLarge
 
-__all__ = ["FiniteMDP", "greedy", "q_learning"]
+__all__ = ["MAX_DENSE_ELEMENTS", "FiniteMDP", "greedy", "q_learning"]
+
+#: The most transition probabilities (``n_states * n_actions * n_states``) a dense
+#: :class:`FiniteMDP` read from a table may hold: 2**26, 512 MiB of float64.
+MAX_DENSE_ELEMENTS = 2**26
 
 _ATOL = 1e-8
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -347,14 +352,25 @@ def _from_table(env: gym.Env[Any, Any], env_id: str, discount: float) -> FiniteM
             "outside env.P; it is not a finite MDP on these states"
         )
     n_s, n_a = int(obs_space.n), int(act_space.n)
+    if n_s * n_a * n_s > MAX_DENSE_ELEMENTS:
+        raise ModelTooLarge(
+            f"{env_id}: a dense model of {n_s} states and {n_a} actions holds {n_s * n_a * n_s} "
+            f"transition probabilities; FiniteMDP holds at most {MAX_DENSE_ELEMENTS} (use the "
+            "sparse rlsec.verify.Model for larger models)"
+        )
     p = np.zeros((n_s, n_a, n_s))
     r = np.zeros((n_s, n_a))
     for s in range(n_s):
         for a in range(n_a):
-            for prob, s2, rew, _ in table[s][a]:
-                p[s, a, int(s2)] += prob
+            for prob, s2, rew, _ in _entries(table, s, a, n_s, env_id):
+                p[s, a, s2] += prob
                 r[s, a] += prob * rew
-    initial = np.asarray(u.initial_state_distrib, dtype=np.float64)  # type: ignore[attr-defined]
+    if getattr(u, "initial_state_distrib", None) is None:
+        raise ConfigError(f"{env_id} has no initial_state_distrib beside its transition table")
+    initial = _float_array(
+        f"{env_id}'s initial_state_distrib",
+        u.initial_state_distrib,  # type: ignore[attr-defined]
+    )
     # Walk the table from the initial states; a terminated transition ends the walk. States
     # entered only by terminated transitions become absorbing; states the walk never reaches
     # keep their rows (they are never visited).
@@ -364,14 +380,14 @@ def _from_table(env: gym.Env[Any, Any], env_id: str, discount: float) -> FiniteM
     while queue:
         s = queue.popleft()
         for a in range(n_a):
-            for prob, s2, _, term in table[s][a]:
+            for prob, s2, _, term in _entries(table, s, a, n_s, env_id):
                 if prob <= 0:
                     continue
                 if term:
-                    into_terminal.add(int(s2))
-                elif int(s2) not in live:
-                    live.add(int(s2))
-                    queue.append(int(s2))
+                    into_terminal.add(s2)
+                elif s2 not in live:
+                    live.add(s2)
+                    queue.append(s2)
     conflicts = sorted(into_terminal & live)
     if conflicts:
         raise ConfigError(
@@ -413,6 +429,41 @@ def _from_table(env: gym.Env[Any, Any], env_id: str, discount: float) -> FiniteM
         )
         actions = ("south", "north", "east", "west", "pickup", "dropoff")
     return FiniteMDP(p, r, initial, discount, labels, names, actions)
+
+
+def _entries(
+    table: Any, s: int, a: int, n_s: int, env_id: str
+) -> list[tuple[float, int, float, bool]]:
+    """``table[s][a]`` read strictly: each entry ``(probability, next state, reward,
+    terminated)`` with a finite probability in [0, 1], a state index in ``[0, n_s)`` (a
+    negative index is refused, not wrapped around), a finite reward and a boolean."""
+    try:
+        entries = table[s][a]
+        out = []
+        for k, entry in enumerate(entries):
+            prob, s2, rew, term = entry
+            where = f"{env_id}: P[{s}][{a}][{k}]"
+            if isinstance(prob, bool) or not isinstance(prob, (int, float, np.number)):
+                raise ConfigError(f"{where} has probability {prob!r}, expected a number")
+            if not 0.0 <= float(prob) <= 1.0:  # NaN fails too
+                raise ConfigError(f"{where} has probability {prob!r}, expected one in [0, 1]")
+            if isinstance(s2, bool) or not isinstance(s2, (int, np.integer)) or not 0 <= s2 < n_s:
+                raise ConfigError(f"{where} leads to state {s2!r}, expected an index in [0, {n_s})")
+            if isinstance(rew, bool) or not isinstance(rew, (int, float, np.number)):
+                raise ConfigError(f"{where} has reward {rew!r}, expected a number")
+            if not math.isfinite(float(rew)):
+                raise ConfigError(f"{where} has reward {rew!r}, expected a finite number")
+            if not isinstance(term, (bool, np.bool_)):
+                raise ConfigError(f"{where} has terminated={term!r}, expected a boolean")
+            out.append((float(prob), int(s2), float(rew), bool(term)))
+        return out
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{env_id}: the transition table P[{s}][{a}] is not a list of (probability, next "
+            f"state, reward, terminated): {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def greedy(q: np.ndarray) -> np.ndarray:

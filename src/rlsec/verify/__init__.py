@@ -2,7 +2,8 @@
 
 * :mod:`rlsec.verify.model`: finite models (sparse MDPs with labels and observations).
 * :mod:`rlsec.verify.policy`: the policy queried on every state in batches; induced chains.
-* :mod:`rlsec.verify.storm`: PCTL model checking with stormpy.
+* :mod:`rlsec.verify.storm`: PCTL model checking with stormpy, in a worker process.
+* :mod:`rlsec.verify.budget`: the time, memory and size limits of each Storm query.
 * :mod:`rlsec.verify.counterexample`: most probable violating paths, grid pictures.
 * :mod:`rlsec.verify.attack`: the policy under a bounded observation attacker, as an MDP.
 * :mod:`rlsec.verify.shield`: safe action sets for shields.
@@ -17,6 +18,7 @@ from rlsec.verify.bounds import (
     output_bounds,
     reachable_actions,
 )
+from rlsec.verify.budget import Budget
 from rlsec.verify.counterexample import counterexample, most_probable_path, render_grid
 from rlsec.verify.model import Chain, Model
 from rlsec.verify.policy import action_probabilities, induced_chain
@@ -25,6 +27,7 @@ from rlsec.verify.smoothing import SmoothedPolicy
 from rlsec.verify.storm import CheckResult, GroupedModel, check, parse_property
 
 __all__ = [
+    "Budget",
     "Chain",
     "CheckResult",
     "GroupedModel",

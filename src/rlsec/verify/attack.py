@@ -46,6 +46,7 @@ import scipy.sparse as sp
 
 from rlsec.core import Policy
 from rlsec.errors import ConfigError, InvalidBudget, ModelError
+from rlsec.verify.budget import Budget
 from rlsec.verify.model import Model
 from rlsec.verify.policy import action_probabilities
 from rlsec.verify.storm import CheckResult, GroupedModel, check
@@ -251,10 +252,12 @@ def worst_case(
     *,
     env_id: str | None = None,
     policy_sha256: str | None = None,
+    budget: Budget | None = None,
 ) -> tuple[CheckResult, Strategy]:
     """Check an optimising property (``Pmax=? [F "unsafe"]``, ``Pmin=? [F "goal"]``, ...) on
-    the attacked MDP; return the result and the attacker's optimal strategy."""
-    res = check(attacked.mdp, prop, scheduler=True)
+    the attacked MDP; return the result and the attacker's optimal strategy (``budget``: as
+    for :func:`~rlsec.verify.storm.check`)."""
+    res = check(attacked.mdp, prop, scheduler=True, budget=budget)
     if res.scheduler is None:
         raise ModelError(
             f"Storm returned no strategy for {prop!r}: use an unbounded optimising property "

@@ -138,13 +138,18 @@ def _activation(where: str, m: nn.Module) -> _Act | None:
     if t is nn.ReLU:
         return _Act("leaky", 0.0)
     if t is nn.LeakyReLU and isinstance(m, nn.LeakyReLU):
-        return _Act("leaky", float(m.negative_slope))
+        slope = float(m.negative_slope)
+        if not math.isfinite(slope):
+            raise ConfigError(f"{where}: LeakyReLU needs a finite negative_slope, got {slope}")
+        return _Act("leaky", slope)
     if t is nn.ReLU6:
         return _Act("hardtanh", 0.0, 6.0)
     if t is nn.Hardtanh and isinstance(m, nn.Hardtanh):
         lo, hi = float(m.min_val), float(m.max_val)
-        if not lo < hi:
-            raise ConfigError(f"{where}: Hardtanh needs min_val < max_val, got {lo} and {hi}")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ConfigError(
+                f"{where}: Hardtanh needs finite min_val < max_val, got {lo} and {hi}"
+            )
         return _Act("hardtanh", lo, hi)
     if t is nn.Tanh:
         return _Act("tanh")
@@ -156,8 +161,11 @@ def _activation(where: str, m: nn.Module) -> _Act | None:
         return _Act("gelu" if m.approximate == "none" else "gelu_tanh")
     if t is nn.ELU and isinstance(m, nn.ELU):
         alpha = float(m.alpha)
-        if alpha < 0:
-            raise ConfigError(f"{where}: ELU with alpha < 0 is not monotone; got alpha={alpha}")
+        if not alpha >= 0 or not math.isfinite(alpha):
+            raise ConfigError(
+                f"{where}: ELU needs a finite alpha >= 0 (below 0 it is not monotone); "
+                f"got alpha={alpha}"
+            )
         return _Act("elu", alpha)
     raise ConfigError(
         f"cannot bound layer {where} ({t.__module__}.{t.__qualname__}); supported: {_SUPPORTED}"
@@ -192,8 +200,15 @@ def _compile(policy: DifferentiablePolicy) -> _Net:
     weights: list[torch.Tensor] = []
     biases: list[torch.Tensor] = []
     acts: list[_Act] = []
+    if not math.isfinite(scale):
+        raise ConfigError(f"the actor's input scale must be finite, got {scale}")
     for where, m in _leaves(body, "actor"):
         width = int(w.shape[0])
+        for name, param in m.named_parameters(recurse=False):
+            _finite(param.detach(), f"{where}.{name}")
+        for name, buf in m.named_buffers(recurse=False):
+            if buf is not None and buf.is_floating_point():
+                _finite(buf.detach(), f"{where}.{name}")
         if type(m) is nn.Linear:
             if m.in_features != width:
                 raise ConfigError(f"{where}: Linear expects {m.in_features} inputs, gets {width}")
@@ -212,13 +227,28 @@ def _compile(policy: DifferentiablePolicy) -> _Net:
             act = _activation(where, m)
             if act is None:
                 continue
+            _finite(w, f"the affine map before {where}")
+            _finite(b, f"the affine map before {where}")
             weights.append(w)
             biases.append(b)
             acts.append(act)
             w, b = torch.eye(width, dtype=_DT), torch.zeros(width, dtype=_DT)
+    _finite(w, "the actor's last affine map")
+    _finite(b, "the actor's last affine map")
     weights.append(w)
     biases.append(b)
     return _Net(tuple(weights), tuple(biases), tuple(acts))
+
+
+def _finite(t: torch.Tensor, where: str) -> None:
+    """Refuse NaN or infinite parameters (also after merging affine maps, which can
+    overflow): a bound computed from them would compare NaN, and NaN comparisons are False
+    either way, so the refusal is explicit instead."""
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ConfigError(
+            f"{where} holds {bad} NaN or infinite values; bounds need finite parameters"
+        )
 
 
 # -- activations: values, derivatives, intervals and linear relaxations ---------------------
@@ -594,6 +624,12 @@ class _Problem:
         with torch.no_grad():
             out = policy.torch_module()(torch.from_numpy(obs32))
         self.clean = out.detach().to("cpu", torch.float32).reshape(self.n, -1).numpy()
+        if not np.isfinite(self.clean).all():
+            rows = np.flatnonzero(~np.isfinite(self.clean).all(axis=1))
+            raise ConfigError(
+                f"the policy's outputs are NaN or infinite on {rows.size} observations (first: "
+                f"row {int(rows[0])}); no bound is certified for a network that overflows"
+            )
 
     def radius(self, eps: Any) -> np.ndarray:
         """A budget as radii ``(d,)`` (scalar or per feature) or ``(B, d)`` (per state)."""
@@ -628,6 +664,9 @@ class _Problem:
         eye = torch.eye(n, dtype=_DT)
         low = self.lower(rows, radius, torch.cat([eye, -eye])).numpy()
         lower, upper = low[:, :n], -low[:, n:]
+        # a bound that overflowed to NaN says nothing: widen it to the whole line
+        lower = np.where(np.isnan(lower), -np.inf, lower)
+        upper = np.where(np.isnan(upper), np.inf, upper)
         # on a degenerate box the two bounds meet, up to a rounding that may cross them
         return np.minimum(lower, upper), np.maximum(lower, upper)
 
@@ -652,7 +691,8 @@ class _Problem:
         eye = torch.eye(n, dtype=_DT)
         others = torch.tensor([[b for b in range(n) if b != a] for a in range(n)])
         spec = eye[c][:, None, :] - eye[others[c]]  # rows e_c - e_b, b != c
-        ok: np.ndarray = (self.lower(rows, radius, spec) > 0).all(dim=1).numpy()
+        low = self.lower(rows, radius, spec)
+        ok: np.ndarray = (torch.isfinite(low) & (low > 0)).all(dim=1).numpy()  # NaN: not > 0
         return ok
 
     # -- continuous actions -------------------------------------------------------------
@@ -678,6 +718,7 @@ class _Problem:
         a_lo = np.asarray(box.low, dtype=np.float64).reshape(-1)
         a_hi = np.asarray(box.high, dtype=np.float64).reshape(-1)
         clean = np.clip(self.clean[rows].astype(np.float64), a_lo, a_hi)
+        # NaN (and an infinite bound) compares False: not certified
         ok: np.ndarray = ((high - clean <= delta) & (clean - low <= delta)).all(axis=1)
         return ok
 
@@ -821,7 +862,8 @@ def reachable_actions(
     # rows grouped by the action under test a: e_b - e_a for every b != a
     spec = torch.stack([eye[b] - eye[a] for a in range(n) for b in range(n) if b != a])
     low = problem.lower(rows, problem.radius(eps), spec).reshape(problem.n, n, n - 1)
-    reach |= ~(low > 0).any(dim=2).numpy()
+    beaten = torch.isfinite(low) & (low > 0)  # a NaN or infinite bound rules nothing out
+    reach |= ~beaten.any(dim=2).numpy()
     return reach
 
 
@@ -926,6 +968,10 @@ def certified_radius(
         raise InvalidBudget(f"eps_max must be finite and > 0, got {eps_max!r}")
     if not (math.isfinite(tol) and tol > 0):
         raise InvalidBudget(f"tol must be finite and > 0, got {tol!r}")
+    with np.errstate(over="ignore"):
+        widest = eps_max * unit
+    if not np.isfinite(widest).all():
+        raise InvalidBudget(f"eps_max * scale overflows: eps_max={eps_max!r}")
     check = _checker(problem, delta)
     rows = _all(problem)
     lo = np.zeros(problem.n)

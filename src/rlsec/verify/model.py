@@ -40,28 +40,56 @@ from rlsec.envs import make
 from rlsec.envs.finite import FiniteMDP
 from rlsec.errors import ModelError
 
-__all__ = ["Chain", "Model"]
+__all__ = ["TOLERANCE", "Chain", "Model"]
 
 _ATOL = 1e-9
+#: A row of probabilities sums to 1 within this (absolute) tolerance; entries lie in [0, 1].
+TOLERANCE = 1e-6
 
 
 def _csr(x: Any, shape: tuple[int, int], what: str) -> sp.csr_array:
+    """``x`` as a canonical CSR array of probability rows: every entry finite and in [0, 1]
+    and every row summing to 1 within :data:`TOLERANCE`; else :class:`ModelError` naming
+    the first bad row."""
     m = sp.csr_array(x, dtype=np.float64)
     if m.shape != shape:
         raise ModelError(f"{what} has shape {m.shape}, expected {shape}")
     m.sum_duplicates()
     m.eliminate_zeros()
     m.sort_indices()
-    if m.nnz and (not np.all(np.isfinite(m.data)) or m.data.min() < 0):
-        raise ModelError(f"{what} has negative or non-finite probabilities")
+    if m.nnz:
+        bad_entry = np.flatnonzero(~((m.data >= 0.0) & (m.data <= 1.0 + TOLERANCE)))
+        if bad_entry.size:
+            row = int(np.searchsorted(m.indptr, bad_entry[0], side="right") - 1)
+            raise ModelError(
+                f"{what} row {row} holds the probability {float(m.data[bad_entry[0]])!r}; "
+                f"probabilities must be finite and in [0, 1] ({bad_entry.size} such entries)"
+            )
     sums = np.asarray(m.sum(axis=1)).ravel()
-    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    bad = np.flatnonzero(~(np.abs(sums - 1.0) <= TOLERANCE))
     if bad.size:
         raise ModelError(
-            f"{what} row {int(bad[0])} sums to {float(sums[bad[0]])!r}, expected 1 "
-            f"({bad.size} such rows)"
+            f"{what} row {int(bad[0])} sums to {float(sums[bad[0]])!r}, expected 1 within "
+            f"{TOLERANCE:g} ({bad.size} such rows)"
         )
     return m
+
+
+def _distribution(x: Any, n: int, what: str = "initial") -> np.ndarray:
+    """``x`` as a probability distribution over ``n`` states (finite, >= 0, sum 1)."""
+    mu = np.asarray(x, dtype=np.float64)
+    if (
+        mu.shape != (n,)
+        or not np.all(np.isfinite(mu))
+        or np.any(mu < 0)
+        or not abs(float(mu.sum()) - 1.0) <= TOLERANCE
+    ):
+        total = float(mu.sum()) if mu.size else 0.0
+        raise ModelError(
+            f"{what} must be a distribution over {n} states (finite, >= 0, summing to 1 "
+            f"within {TOLERANCE:g}), got shape {mu.shape} summing to {total!r}"
+        )
+    return mu
 
 
 def _labels(labels: Mapping[str, Any], n: int) -> Mapping[str, np.ndarray]:
@@ -128,12 +156,7 @@ class Model:
             )
         object.__setattr__(self, "transitions", _csr(t, (n_s * n_a, n_s), "transitions"))
         object.__setattr__(self, "n_actions", n_a)
-        mu = np.asarray(self.initial, dtype=np.float64)
-        if mu.shape != (n_s,) or np.any(mu < 0) or abs(float(mu.sum()) - 1.0) > 1e-6:
-            raise ModelError(
-                f"initial must be a distribution over {n_s} states, got shape {mu.shape} "
-                f"summing to {float(mu.sum()) if mu.size else 0.0!r}"
-            )
+        mu = _distribution(self.initial, n_s)
         object.__setattr__(self, "initial", mu)
         labels = dict(self.labels)
         labels.setdefault("init", mu > 0)
@@ -268,8 +291,16 @@ class Model:
         n_s, n_a = self.n_states, self.n_actions
         if pi.shape != (n_s, n_a):
             raise ModelError(f"action probabilities have shape {pi.shape}, expected ({n_s}, {n_a})")
-        if np.any(pi < -_ATOL) or np.any(np.abs(pi.sum(axis=1) - 1.0) > 1e-6):
-            raise ModelError("action probabilities must be >= 0 and sum to 1 in every state")
+        if not (
+            np.all(np.isfinite(pi))
+            and np.all(pi >= -_ATOL)
+            and np.all(np.abs(pi.sum(axis=1) - 1.0) <= TOLERANCE)
+        ):
+            raise ModelError(
+                "action probabilities must be finite, >= 0 and sum to 1 in every state "
+                f"(within {TOLERANCE:g})"
+            )
+        pi = np.maximum(pi, 0.0)  # rounding below 0, within _ATOL
         rows = np.repeat(np.arange(n_s), n_a)
         mix = sp.csr_array((pi.ravel(), (rows, np.arange(n_s * n_a))), shape=(n_s, n_s * n_a))
         matrix = sp.csr_array(mix @ self.transitions)
@@ -282,13 +313,34 @@ class Model:
 
 @dataclass(frozen=True, eq=False)
 class Chain:
-    """A discrete-time Markov chain: ``matrix[s, s']`` sparse, labels and state rewards."""
+    """A discrete-time Markov chain: ``matrix[s, s']`` sparse, labels and state rewards.
+
+    Validated like a :class:`Model`: every row a probability distribution (entries finite
+    and in [0, 1], summing to 1 within :data:`TOLERANCE`), ``initial`` a distribution,
+    labels boolean masks, rewards finite.
+    """
 
     matrix: sp.csr_array
     initial: np.ndarray
     labels: Mapping[str, np.ndarray]
     rewards: np.ndarray | None
     model: Model | None = None
+
+    def __post_init__(self) -> None:
+        m = sp.csr_array(self.matrix)
+        n = int(m.shape[0])
+        if m.shape != (n, n) or n == 0:
+            raise ModelError(f"a chain's matrix must be square and non-empty, got shape {m.shape}")
+        object.__setattr__(self, "matrix", _csr(m, (n, n), "the chain's matrix"))
+        object.__setattr__(self, "initial", _distribution(self.initial, n))
+        labels = dict(self.labels)
+        labels.setdefault("init", self.initial > 0)
+        object.__setattr__(self, "labels", _labels(labels, n))
+        if self.rewards is not None:
+            r = np.asarray(self.rewards, dtype=np.float64)
+            if r.shape != (n,) or not np.all(np.isfinite(r)):
+                raise ModelError(f"rewards must be {n} finite numbers, got shape {r.shape}")
+            object.__setattr__(self, "rewards", r)
 
     @property
     def n_states(self) -> int:

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import re
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ from rlsec import _inputs
 from rlsec.envs import check_env_id, check_policy_env, make
 from rlsec.envs import unsafe_no_sandbox as _no_sandbox
 from rlsec.errors import ConfigError, ModelError
+from rlsec.verify._worker import request, require_storm
+from rlsec.verify.budget import Budget, check_text
 from rlsec.verify.counterexample import counterexample, render_grid
 from rlsec.verify.model import Model
 from rlsec.verify.policy import induced_chain
-from rlsec.verify.storm import _LABEL, _stormpy, _values, check, parse_property
+from rlsec.verify.storm import _LABEL, _property_text, check, parse_property
 
 __all__ = ["certify", "verify"]
 
@@ -42,60 +45,51 @@ def _policy_doc(policy: Any) -> dict[str, Any]:
     }
 
 
-def _check_prism(path: Path, prop: str) -> dict[str, Any]:
-    stormpy = _stormpy()
+def _read_prism(path: Path, budget: Budget) -> str:
+    """The text of a PRISM file: a regular file within the size limit, UTF-8, bounded."""
     try:
-        program = stormpy.parse_prism_program(str(path))
-    except RuntimeError as exc:
-        msg = str(exc).replace("WrongFormatException: ", "").strip()
-        raise ModelError(f"cannot parse PRISM file {path}: {msg}") from None
-    try:
-        props = stormpy.parse_properties(prop, program)
-    except RuntimeError as exc:
-        msg = str(exc).split("Note that the used API")[0].replace("WrongFormatException: ", "")
-        raise ModelError(f"cannot parse property {prop!r}: {msg.strip()}") from None
-    if len(props) != 1:
-        raise ModelError(f"expected exactly one property, got {len(props)} in {prop!r}")
-    labels = {"init", "deadlock", *(label.name for label in program.labels)}
-    for m in _LABEL.finditer(prop):
-        if m.group(1) not in labels:
-            raise ModelError(
-                f"unknown label {m.group(1)!r} at column {m.start() + 1} of {prop!r}; "
-                f"{path} defines {sorted(labels)}"
-            )
-    t0 = time.perf_counter()
-    try:
-        model = stormpy.build_model(program, props)
-    except RuntimeError as exc:
-        raise ModelError(f"Storm cannot build {path}: {exc}") from None
-    t1 = time.perf_counter()
-    from rlsec.verify.storm import _environment
-
-    kind = str(model.model_type).split(".")[-1]
-    try:
-        env = _environment(
-            chain=kind == "DTMC",
-            relative=prop.lstrip().startswith("R"),
-            precise=True,
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"PRISM file {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"PRISM file {path} is not a regular file")
+    with path.open("rb") as f:
+        data = f.read(budget.max_prism_bytes + 1)
+    if len(data) > budget.max_prism_bytes:
+        raise budget.refuse(
+            f"the size of PRISM file {path} in bytes",
+            f"more than {len(data) - 1}",
+            "max_prism_bytes",
         )
-        res = stormpy.model_checking(model, props[0], environment=env)
-    except RuntimeError as exc:
-        raise ModelError(f"Storm cannot check {prop!r} on {path}: {exc}") from None
-    t2 = time.perf_counter()
-    init = [int(s) for s in model.initial_states]
-    values = _values(res, int(model.nr_states))
-    if res.is_quantitative():  # PRISM initial states are equally likely
-        result: float | bool = float(np.mean(values[init]))
-    else:
-        result = bool(values[init].all())
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"PRISM file {path} is not UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        raise ModelError(f"PRISM file {path} holds a NUL character")
+    check_text(text, f"PRISM file {path}", budget, prism=True)
+    return text
+
+
+def _check_prism(path: Path, prop: str, budget: Budget) -> dict[str, Any]:
+    text = _read_prism(path, budget)
+    _property_text(prop, budget)
+    reply, _ = request(
+        {"op": "prism", "text": text, "name": str(path), "prop": prop, "limits": budget.limits()},
+        {},
+        budget,
+        what=f"checking {prop[:80]!r} on {path}",
+        max_reply=1 << 20,
+    )
+    result = reply["result"]
     return {
         "property": prop,
-        "result": result,
-        "states": int(model.nr_states),
-        "transitions": int(model.nr_transitions),
-        "model": {"prism": str(path), "type": kind},
+        "result": float(result) if isinstance(result, str) else result,
+        "states": int(reply["states"]),
+        "transitions": int(reply["transitions"]),
+        "model": {"prism": str(path), "type": reply["type"]},
         "attack": None,
-        "seconds": {"build": t1 - t0, "check": t2 - t1},
+        "seconds": {k: float(v) for k, v in reply["seconds"].items()},
         "counterexample": None,
         "policy": None,
     }
@@ -114,6 +108,7 @@ def verify(
     strategy_out: str | Path | None = None,
     method: str = "crown",
     unsafe_no_sandbox: bool = False,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
     """Check ``prop`` on a policy in a finite environment (or on a PRISM model as written).
 
@@ -133,13 +128,21 @@ def verify(
         method: ``crown`` or ``ibp``: how feature-vector attack choices are bounded.
         unsafe_no_sandbox: let ``env_id`` name a module outside gymnasium and rlsec to
             import (see :func:`rlsec.envs.unsafe_no_sandbox`); recorded in the document.
+        budget: the limits of each Storm query (:class:`~rlsec.verify.budget.Budget`;
+            by default :meth:`Budget.from_env`).
 
     Raises:
+        MissingDependency: Storm is not installed (``pip install 'rlsec[storm]'``), before
+            anything else is done.
         ConfigError: neither or both of ``env_id`` and ``prism``; a policy with ``prism``;
             an attack radius out of bounds (:mod:`rlsec._inputs`).
         UnknownEnv, UnsafeEnvId: see :func:`rlsec.envs.check_env_id`.
         ModelError: a bad property, label, PRISM file or model.
+        ModelTooLarge: the property, PRISM file or model exceeds a limit of the budget.
+        CheckAborted: a query ran past its time or memory budget, or Storm crashed.
     """
+    require_storm()
+    b = Budget.from_env() if budget is None else budget
     if attack_radius is not None:
         attack_radius = _inputs.budget("attack_radius", attack_radius)
     if (env_id is None) == (prism is None):
@@ -150,10 +153,7 @@ def verify(
                 "a PRISM model is checked as written: --policy and --attack-radius apply to "
                 "finite environments (--env)"
             )
-        p = Path(prism)
-        if not p.is_file():
-            raise ConfigError(f"PRISM file {p} does not exist")
-        return _check_prism(p, prop)
+        return _check_prism(Path(prism), prop, b)
     from rlsec.policies import load_policy
 
     assert env_id is not None
@@ -163,7 +163,7 @@ def verify(
     pol = load_policy(policy) if isinstance(policy, str) else policy
     if pol is None:
         raise ConfigError("verifying a finite environment needs a policy (--policy)")
-    parse_property(prop, model.labels)
+    parse_property(prop, model.labels, budget=b)
     doc: dict[str, Any] = {
         "policy": _policy_doc(pol),
         "model": {"env_id": env_id},
@@ -173,14 +173,14 @@ def verify(
     if attack_radius is None:
         chain = induced_chain(model, pol, stochastic=stochastic)
         query = time.perf_counter() - t0
-        res = check(chain, prop)
+        res = check(chain, prop, budget=b)
         doc["attack"] = None
         label = counterexample_label
         names = _LABEL.findall(prop)
         if label is None and res.result is False and len(set(names)) == 1:
             label = names[0]
         if label is not None:
-            reach = check(chain, f'P=? [F "{label}"]')
+            reach = check(chain, f'P=? [F "{label}"]', budget=b)
             ce = counterexample(chain, label, reach.values)
             if model.cells is not None:
                 from rlsec.verify.counterexample import most_probable_path
@@ -203,10 +203,10 @@ def verify(
         query = time.perf_counter() - t0
         strategy = None
         if strategy_out is None:  # bounded properties have no memoryless strategy to save
-            res = check(attacked.mdp, prop)
+            res = check(attacked.mdp, prop, budget=b)
         else:
             res, strategy = worst_case(
-                attacked, prop, env_id=env_id, policy_sha256=doc["policy"]["sha256"]
+                attacked, prop, env_id=env_id, policy_sha256=doc["policy"]["sha256"], budget=b
             )
         if attacked.kind != "index":
             unit = "raw (linf)"

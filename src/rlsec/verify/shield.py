@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rlsec.errors import ConfigError, ModelError
+from rlsec.verify.budget import Budget
 from rlsec.verify.model import Model
 from rlsec.verify.storm import check
 
@@ -85,8 +86,11 @@ class SafeActions:
             raise ConfigError(f"{path} is not a safe-action file: {exc}") from None
 
 
-def safe_actions(model: Model, label: str, delta: float) -> SafeActions:
-    """The actions whose least probability of reaching ``label`` is at most ``delta``.
+def safe_actions(
+    model: Model, label: str, delta: float, *, budget: Budget | None = None
+) -> SafeActions:
+    """The actions whose least probability of reaching ``label`` is at most ``delta``
+    (``budget``: as for :func:`~rlsec.verify.storm.check`).
 
     Raises:
         ModelError: unknown label.
@@ -95,7 +99,7 @@ def safe_actions(model: Model, label: str, delta: float) -> SafeActions:
     if not 0.0 <= delta <= 1.0:
         raise ConfigError(f"delta must be a probability in [0, 1], got {delta!r}")
     model.label(label)
-    least = check(model, f'Pmin=? [F "{label}"]').values
+    least = check(model, f'Pmin=? [F "{label}"]', budget=budget).values
     risk = (model.transitions @ least).reshape(model.n_states, model.n_actions)
     bad = np.asarray(model.labels[label])
     risk[bad] = 1.0  # already there

@@ -11,16 +11,23 @@ distribution (quantitative properties) or whether every initial state satisfies 
 Reward models: ``reward`` (the environment's expected reward per step) and ``steps`` (1 per
 step), e.g. ``R{"steps"}=? [F "goal"]``.
 
-Solvers (``precise=True``, the default): chains are solved directly, by Storm's Eigen backend
-(sparse LU), so the result matches a dense numpy solve to about 1e-11 however slowly the chain
-mixes (a random policy on slippery CliffWalking needs 3e5 expected steps: value iteration of
-any kind, sound or optimistic, then runs for minutes); MDPs by Storm's sound value iteration
-(it brackets the value from both sides) at precision 1e-12, absolute for probabilities and
-relative for expected rewards (a million-state grid chain solves directly in seconds,
-``benchmarks/verify.py``). Where a direct solve would fill in too much memory, or an MDP's
-value iteration converges slowly, ``check(..., precise=False)`` uses Storm's topological
-solver (strongly connected components in order): fast, without a guaranteed error bound
-(about 1e-7 relative in the tests).
+Solvers (``precise=True``, the default): chains by Storm's Eigen backend, whose default
+method (the one stormpy 2.0 leaves in place: it offers no way to choose Eigen's sparse LU) is
+GMRES with an ILU preconditioner, stopping at a relative residual of 1e-6. It does not slow
+down on chains that mix slowly (a random policy on slippery CliffWalking needs 3e5 expected
+steps: value iteration of any kind, sound or optimistic, then runs for minutes), but it is
+not exact: it matches a dense numpy solve to 1e-9 on the test models (FrozenLake,
+CliffWalking), while on the slippery grids of ``benchmarks/verify.py`` the largest error
+against an exact sparse solve was 1.3e-6 at 3,600 states and 1.2e-5 at 40,000 states. MDPs
+are solved by Storm's sound value iteration (it brackets the value from both sides) at
+precision 1e-12, absolute for probabilities and relative for expected rewards.
+``check(..., precise=False)`` uses Storm's topological solver (strongly connected components
+in order): fast, without a guaranteed error bound (about 1e-7 relative in the tests).
+
+Every query runs in Storm's worker process under a :class:`~rlsec.verify.budget.Budget`
+(time, memory, model size, step bounds; :mod:`rlsec.verify._worker`), so a query that runs
+away or crashes Storm ends in :class:`~rlsec.errors.CheckAborted`, not in a hung or killed
+process. ``seconds["build"]`` is the hand-off: everything but Storm's check itself.
 
 Example:
     >>> from rlsec.verify.model import Model
@@ -43,13 +50,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from rlsec.errors import ModelError
-from rlsec.verify.model import Chain, Model
+from rlsec.errors import CheckAborted, ModelError
+from rlsec.verify._worker import request
+from rlsec.verify.budget import Budget, check_size, check_text
+from rlsec.verify.model import Chain, Model, _csr, _distribution, _labels
 
 __all__ = ["CheckResult", "GroupedModel", "check", "parse_property"]
 
 _LABEL = re.compile(r'(?<![{\w])"([^"]*)"')
-_PRECISION = "1/1000000000000"
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +71,34 @@ class GroupedModel:
     initial: np.ndarray
     labels: Any
     rewards: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        m = sp.csr_array(self.matrix)
+        n_rows, n_s = m.shape
+        g = np.asarray(self.groups)
+        if (
+            g.ndim != 1
+            or g.shape[0] != n_s + 1
+            or not np.issubdtype(g.dtype, np.integer)
+            or g[0] != 0
+            or g[-1] != n_rows
+            or np.any(np.diff(g) < 1)
+        ):
+            raise ModelError(
+                f"groups must be {n_s + 1} increasing row offsets from 0 to {n_rows} (at least "
+                f"one choice per state), got {np.asarray(self.groups)!r:.200}"
+            )
+        object.__setattr__(self, "matrix", _csr(m, (n_rows, n_s), "the MDP's matrix"))
+        object.__setattr__(self, "groups", g.astype(np.int64))
+        object.__setattr__(self, "initial", _distribution(self.initial, n_s))
+        object.__setattr__(self, "labels", _labels(dict(self.labels), n_s))
+        if self.rewards is not None:
+            r = np.asarray(self.rewards, dtype=np.float64)
+            if r.shape != (n_rows,) or not np.all(np.isfinite(r)):
+                raise ModelError(
+                    f"rewards must be {n_rows} finite numbers (one per choice), got shape {r.shape}"
+                )
+            object.__setattr__(self, "rewards", r)
 
     @property
     def n_states(self) -> int:
@@ -104,140 +140,70 @@ class CheckResult:
         return d
 
 
-def _stormpy() -> Any:
-    """stormpy, with Storm's own logging to stderr silenced: its errors reach us as
-    exceptions, which rlsec turns into :class:`ModelError` with the same position."""
-    import stormpy
-    import stormpy.developer
-
-    stormpy.developer.set_log_level(stormpy.developer.LogLevel.FATAL)
-    return stormpy
+def _property_text(text: Any, budget: Budget) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ModelError(f"expected a PCTL property such as 'P=? [F \"goal\"]', got {text!r:.200}")
+    check_text(text, "the property", budget)
+    return text
 
 
-def parse_property(text: str, labels: Any = None) -> Any:
-    """Parse one PCTL property with Storm; check that its labels exist.
+def _check_labels(text: str, labels: Any) -> None:
+    for m in _LABEL.finditer(text):
+        if m.group(1) not in labels:
+            raise ModelError(
+                f"unknown label {m.group(1)!r} at column {m.start() + 1} of {text!r}; "
+                f"the model has {sorted(labels)}"
+            )
+
+
+def parse_property(text: str, labels: Any = None, *, budget: Budget | None = None) -> str:
+    """Parse one PCTL property with Storm; check that its labels exist and that it is
+    within the budget (length, nesting, step bounds). Returns the property as Storm reads
+    it (``F<=5`` becomes ``true U<=5``).
 
     Raises:
         ModelError: the property does not parse (with Storm's line:column and a caret), is
             not exactly one property, or names a label the model lacks (with its column).
+        ModelTooLarge: it is too long, nests too deep or has a step bound above the limit.
+        MissingDependency: Storm is not installed (``pip install 'rlsec[storm]'``).
     """
-    stormpy = _stormpy()
-    if not isinstance(text, str) or not text.strip():
-        raise ModelError(f"expected a PCTL property such as 'P=? [F \"goal\"]', got {text!r}")
-    try:
-        props = stormpy.parse_properties(text)
-    except RuntimeError as exc:
-        msg = str(exc).split("Note that the used API")[0].strip()
-        msg = msg.replace("WrongFormatException: ", "")
-        raise ModelError(f"cannot parse property {text!r}: {msg}") from None
-    if len(props) != 1:
-        raise ModelError(f"expected exactly one property, got {len(props)} in {text!r}")
+    b = Budget.from_env() if budget is None else budget
+    _property_text(text, b)
+    header, _ = request(
+        {"op": "parse", "prop": text, "limits": b.limits()},
+        {},
+        b,
+        what=f"parsing {text[:80]!r}",
+        max_reply=1 << 20,
+    )
     if labels is not None:
-        for m in _LABEL.finditer(text):
-            if m.group(1) not in labels:
-                raise ModelError(
-                    f"unknown label {m.group(1)!r} at column {m.start() + 1} of {text!r}; "
-                    f"the model has {sorted(labels)}"
-                )
-    return props[0]
+        _check_labels(text, labels)
+    return str(header["canonical"])
 
 
-def _matrix(m: sp.csr_array, groups: np.ndarray | None) -> Any:
-    from stormpy import datastructures as ds
-
-    n_rows, n_cols = m.shape
-    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(m.indptr))
-    if groups is not None:
-        b = ds.SparseMatrixBuilder[float](
-            rows=n_rows,
-            columns=n_cols,
-            entries=int(m.nnz),
-            has_custom_row_grouping=True,
-            row_groups=len(groups) - 1,
-        )
-        b.add_next_values(rows.tolist(), m.indices.tolist(), m.data.tolist(), groups[:-1].tolist())
-    else:
-        b = ds.SparseMatrixBuilder[float](rows=n_rows, columns=n_cols, entries=int(m.nnz))
-        b.add_next_values(rows.tolist(), m.indices.tolist(), m.data.tolist(), [])
-    return b.build()
-
-
-def _labeling(labels: Any, n: int) -> Any:
-    from stormpy import datastructures as ds
-    from stormpy import models as md
-
-    lab = md.StateLabeling(n)
-    for name, mask in labels.items():
-        lab.add_label(name)
-        lab.set_states(name, ds.BitVector(n, np.flatnonzero(mask).tolist()))
-    return lab
-
-
-def _storm_model(target: Chain | Model | GroupedModel) -> Any:
-    from stormpy import models as md
-
+def _payload(target: Chain | Model | GroupedModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sparse arrays of a model, as the worker builds Storm's model from them."""
     n = target.n_states
-    steps: list[float]
+    arrays: dict[str, Any] = {}
     if isinstance(target, Chain):
-        matrix = _matrix(target.matrix, None)
-        comps = md.SparseModelComponents(
-            transition_matrix=matrix, state_labeling=_labeling(target.labels, n)
-        )
-        models = {"steps": md.SparseRewardModel(optional_state_reward_vector=[1.0] * n)}
-        if target.rewards is not None:
-            models["reward"] = md.SparseRewardModel(
-                optional_state_reward_vector=target.rewards.tolist()
-            )
-        comps.reward_models = models
-        return md.SparseDtmc(comps)
-    if isinstance(target, Model):
+        kind, matrix, rewards, groups = "dtmc", target.matrix, target.rewards, None
+    elif isinstance(target, Model):
+        kind, matrix = "mdp", target.transitions
         groups = np.arange(n + 1, dtype=np.int64) * target.n_actions
-        matrix_csr = target.transitions
         rewards = target.rewards.reshape(-1) if target.rewards is not None else None
     else:
-        groups, matrix_csr, rewards = target.groups, target.matrix, target.rewards
-    matrix = _matrix(matrix_csr, groups)
-    comps = md.SparseModelComponents(
-        transition_matrix=matrix, state_labeling=_labeling(target.labels, n)
-    )
-    steps = [1.0] * int(matrix_csr.shape[0])
-    models = {"steps": md.SparseRewardModel(optional_state_action_reward_vector=steps)}
+        kind, matrix, rewards, groups = "mdp", target.matrix, target.rewards, target.groups
+    arrays["indptr"] = np.asarray(matrix.indptr, dtype=np.int64)
+    arrays["indices"] = np.asarray(matrix.indices, dtype=np.int64)
+    arrays["data"] = np.asarray(matrix.data, dtype=np.float64)
+    if groups is not None:
+        arrays["groups"] = np.asarray(groups, dtype=np.int64)
+    for name, mask in target.labels.items():
+        arrays["label:" + name] = np.asarray(mask, dtype=bool)
     if rewards is not None:
-        models["reward"] = md.SparseRewardModel(
-            optional_state_action_reward_vector=np.asarray(rewards, dtype=float).tolist()
-        )
-    comps.reward_models = models
-    return md.SparseMdp(comps)
-
-
-def _values(res: Any, n: int) -> np.ndarray:
-    """Every state's value of a Storm check result (floats, or booleans for bounded
-    properties)."""
-    if res.is_quantitative():
-        return np.asarray(res.get_value_vector(), dtype=np.float64)
-    values = np.zeros(n, dtype=bool)
-    values[[int(i) for i in res.get_truth_values_vector()]] = True  # the set bits
-    return values
-
-
-def _environment(*, chain: bool, relative: bool, precise: bool) -> Any:
-    """The solver settings of :func:`check`: a direct sparse solve for chains; for MDPs sound
-    value iteration at precision 1e-12, absolute for probabilities (a relative criterion never
-    settles on values near 0), relative for expected rewards (an absolute one never settles on
-    values in the thousands); the topological solver when not ``precise``."""
-    import stormpy
-    import stormpy.environments as envs
-
-    if not precise or chain:
-        env = envs.Environment()
-        kind = envs.EquationSolverType.EIGEN if precise else envs.EquationSolverType.TOPOLOGICAL
-        env.solver().set_linear_equation_solver_type(kind)
-        return env
-    env = envs.sound()
-    for part in (env.solver().native(), env.solver().min_max()):
-        part.precision = stormpy.Rational(_PRECISION)
-        part.relative_termination_criterion = relative
-    return env
+        arrays["rewards"] = np.asarray(rewards, dtype=np.float64)
+    header = {"kind": kind, "states": n, "labels": list(target.labels)}
+    return header, arrays
 
 
 def check(
@@ -246,8 +212,9 @@ def check(
     *,
     scheduler: bool = False,
     precise: bool = True,
+    budget: Budget | None = None,
 ) -> CheckResult:
-    """Check a PCTL property on a chain (DTMC) or an MDP with Storm.
+    """Check a PCTL property on a chain (DTMC) or an MDP with Storm, in its worker process.
 
     Args:
         target: the policy-induced :class:`Chain`, a :class:`Model` (every action a choice),
@@ -259,50 +226,55 @@ def check(
             (MDPs), the default. ``False`` uses Storm's topological solver (strongly connected
             components solved in order) with default settings: much faster on large models,
             without a guaranteed error bound (about 1e-7 relative in the tests).
+        budget: the query's limits (:class:`~rlsec.verify.budget.Budget`); by default
+            :meth:`Budget.from_env`.
 
     Raises:
         ModelError: bad property or label (with its position), or Storm refused the model
             or property (e.g. an MDP property without Pmax/Pmin).
+        ModelTooLarge: the property or the model exceeds a limit of the budget; nothing was
+            handed to Storm.
+        CheckAborted: the query ran past its time or memory budget, or Storm crashed.
+        MissingDependency: Storm is not installed (``pip install 'rlsec[storm]'``).
     """
-    stormpy = _stormpy()
-    parsed = parse_property(prop, target.labels)
-    t0 = time.perf_counter()
-    model = _storm_model(target)
-    t1 = time.perf_counter()
-    try:
-        res = stormpy.model_checking(
-            model,
-            parsed,
-            only_initial_states=False,
-            extract_scheduler=scheduler and not isinstance(target, Chain),
-            environment=_environment(
-                chain=isinstance(target, Chain),
-                relative=prop.lstrip().startswith("R"),
-                precise=precise,
-            ),
-        )
-    except RuntimeError as exc:
-        raise ModelError(f"Storm cannot check {prop!r} on this model: {exc}") from None
-    t2 = time.perf_counter()
+    b = Budget.from_env() if budget is None else budget
+    _property_text(prop, b)
+    _check_labels(prop, target.labels)
+    matrix = target.matrix if isinstance(target, (Chain, GroupedModel)) else target.transitions
+    check_size(target.n_states, max(int(matrix.nnz), int(matrix.shape[0])), b)
+    header, arrays = _payload(target)
     n = target.n_states
+    header.update(
+        op="check",
+        prop=prop,
+        precise=bool(precise),
+        relative=prop.lstrip().startswith("R"),
+        scheduler=bool(scheduler) and not isinstance(target, Chain),
+        limits=b.limits(),
+    )
+    t0 = time.perf_counter()
+    reply, out = request(
+        header, arrays, b, what=f"checking {prop[:80]!r}", max_reply=16 * n + (1 << 20)
+    )
+    elapsed = time.perf_counter() - t0
+    values = out["values"]
+    if values.shape != (n,):
+        raise CheckAborted(f"Storm's worker returned {values.shape} values for {n} states")
     init = np.flatnonzero(np.asarray(target.initial) > 0)
-    values = _values(res, n)
-    if res.is_quantitative():
+    if reply["quantitative"]:
         result: float | bool = float(np.dot(np.asarray(target.initial)[init], values[init]))
     else:
         result = bool(values[init].all())
-    chosen = None
-    if scheduler and not isinstance(target, Chain) and res.has_scheduler():
-        sched = res.get_scheduler()
-        chosen = np.array(
-            [sched.get_choice(s).get_deterministic_choice() for s in range(n)], dtype=np.int64
-        )
+    chosen = out.get("scheduler")
+    if chosen is not None:
+        chosen = np.array(chosen, dtype=np.int64)
+    check_seconds = float(reply["seconds"]["check"])
     return CheckResult(
         prop,
         result,
-        values,
+        np.array(values),
         n,
-        int(model.nr_transitions),
-        {"build": t1 - t0, "check": t2 - t1},
+        int(reply["transitions"]),
+        {"build": elapsed - check_seconds, "check": check_seconds},
         chosen,
     )
