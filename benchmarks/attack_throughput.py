@@ -4,9 +4,9 @@
 Compares, in the same run:
   (a) the same attack done per step on a single env in a plain Python loop (goal: the batched
       campaign is at least 20x faster per env-step). Both do equal work per step: PGD's
-      clean pass, its 10 gradient passes and the evaluation of its last iterate, whose output
-      gives the executed action (a `policy.act` pass only where the attack reports no action;
-      the count of such passes is printed for both);
+      clean pass, its 10 gradient passes and the evaluation of its last iterate; the executed
+      action is read off the best iterate's output (a `policy.act` pass only where the attack
+      reports no action; the count of such passes is printed for both);
   (b) the bare cost of the same number of batched forward+backward passes with no env (goal:
       the campaign takes at most 1.5x that time).
 
@@ -63,8 +63,8 @@ def single_env_loop(policy, steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         x = attack.perturb(obs[None])
-        # as the campaign's rollout does: the action PGD reports for its final iterate, a
-        # forward pass only when it reports none
+        # as the campaign's rollout does: the action PGD reports for the point it returns (its
+        # best iterate), a forward pass only when it reports none
         reported = attack.adversarial_actions
         action = int((policy.act(x) if reported is None else reported)[0])
         obs, _, term, trunc, _ = env.step(action)
