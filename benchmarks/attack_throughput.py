@@ -3,7 +3,10 @@
 
 Compares, in the same run:
   (a) the same attack done per step on a single env in a plain Python loop (goal: the batched
-      campaign is at least 20x faster per env-step);
+      campaign is at least 20x faster per env-step). Both do equal work per step: PGD's
+      clean pass, its 10 gradient passes and the evaluation of its last iterate; the executed
+      action is read off the best iterate's output (a `policy.act` pass only where the attack
+      reports no action; the count of such passes is printed for both);
   (b) the bare cost of the same number of batched forward+backward passes with no env (goal:
       the campaign takes at most 1.5x that time).
 
@@ -60,12 +63,35 @@ def single_env_loop(policy, steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         x = attack.perturb(obs[None])
-        action = int(policy.act(x)[0])
+        # as the campaign's rollout does: the action PGD reports for the point it returns (its
+        # best iterate), a forward pass only when it reports none
+        reported = attack.adversarial_actions
+        action = int((policy.act(x) if reported is None else reported)[0])
         obs, _, term, trunc, _ = env.step(action)
         if term or trunc:
             obs, _ = env.reset()
             attack.reset(np.zeros(1, dtype=np.int64))
     return time.perf_counter() - t0
+
+
+class CountActs:
+    """Counts the rows of ``policy.act`` passes made while installed (outside the attack's own
+    gradient passes, which call the network directly)."""
+
+    def __init__(self, policy) -> None:
+        self.policy, self.rows = policy, 0
+        self._act = policy.act
+
+    def __enter__(self) -> CountActs:
+        def act(x):
+            self.rows += len(x)
+            return self._act(x)
+
+        self.policy.act = act
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.policy.act
 
 
 def bare_passes(policy, passes: int, batch: int) -> float:
@@ -97,6 +123,10 @@ def main() -> None:
     policy = load_policy("zoo:cartpole-ppo")
     bare_passes(policy, 50, args.num_envs)  # warm-up
     runs, singles, bares = [], [], []
+    with CountActs(policy) as c_campaign:
+        counted_steps = campaign(policy, args.episodes, args.num_envs)[1]
+    with CountActs(policy) as c_single:
+        single_env_loop(policy, args.single_steps)
     for _ in range(args.repeats):
         runs.append(campaign(policy, args.episodes, args.num_envs))
         singles.append(single_env_loop(policy, args.single_steps))
@@ -114,6 +144,11 @@ def main() -> None:
         f"= {sps_single:,.0f} steps/s"
     )
     print(f"bare batched forward+backward: {passes} passes in {t_bare:.2f} s")
+    print(
+        "policy.act rows per attacked step, outside the attack (a counted, untimed run of "
+        f"each): campaign {c_campaign.rows / counted_steps:.3f}, "
+        f"single-env loop {c_single.rows / args.single_steps:.3f}"
+    )
     print(f"(fastest of {args.repeats} interleaved repetitions each)")
     if args.smoke:
         print("smoke sizes (8 envs, 8 episodes): the ratios below are not comparable to the goals")

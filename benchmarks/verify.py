@@ -14,10 +14,10 @@ converges). Then measures, in the same run:
 * the per-state query, as tools that call the policy state by state do, on ``--sample``
   states, extrapolated to all states (querying a million states one at a time would take
   minutes); the ratio is per state;
-* the hand-off to Storm and the checks of ``P=? [F<=2000 "goal"]`` (bounded reachability:
-  exact, a fixed number of sparse products) and ``P=? [F "unsafe"]`` solved directly (the
-  default: sparse LU; sound value iteration converges too slowly on this grid's slippery
-  walls).
+* the hand-off to Storm (once per query, each counted) and the checks of
+  ``P=? [F<=2000 "goal"]`` (bounded reachability: exact, a fixed number of sparse products)
+  and ``P=? [F "unsafe"]`` solved directly (the default: sparse LU; sound value iteration
+  converges too slowly on this grid's slippery walls).
 
 Goal: the build (query + chain + Storm model) and the check of the 1,000,000-state chain in
 under 30 s, and the batched query at least 10x faster per state than the per-state one.
@@ -127,11 +127,13 @@ def main() -> None:
     print(f"| policy-induced chain (sparse product) | {t_chain:.2f} |")
     print(f"| hand-off to Storm (sparse model) | {res.seconds['build']:.2f} |")
     print(f'| check P=? [F<=2000 "goal"] -> {res.result:.4g} | {res.seconds["check"]:.2f} |')
+    print(f"| hand-off to Storm again, for the second query | {res2.seconds['build']:.2f} |")
     print(
         f'| check P=? [F "unsafe"], direct solve -> {res2.result:.4g} | '
         f"{res2.seconds['check']:.2f} |"
     )
-    total = build + res.seconds["check"] + res2.seconds["check"]
+    # every second of both queries counts, each hand-off to Storm included
+    total = build + res.seconds["check"] + res2.seconds["build"] + res2.seconds["check"]
     print(f"\nbuild + check: **{total:.1f} s** (goal < 30 s)")
     print(
         f"per-state query: {1e6 * t_per_state:.1f} us/state over {sample:,} states "

@@ -246,6 +246,9 @@ def test_train_writes_a_policy_that_redteam_accepts(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "clean return" in run.stdout
+    # 256 steps cannot reach the recipe's vanilla 500: the output says so plainly
+    said = " ".join(run.stdout.split())
+    assert "warning: the defense sa-reg at ε = 0.05 (raw) did not keep the clean return" in said
     for name in (
         "policy/spec.json",
         "policy/weights.safetensors",

@@ -282,6 +282,13 @@ def _train(
         typer.Option(help="Thresholds JSON for the calibrated checks (default: shipped ones)."),
     ] = None,
     unsafe_no_sandbox: Unsafe = False,
+    reference_return: Annotated[
+        float | None,
+        typer.Option(
+            help="Undefended clean return to check the exported policy against (within 10%); "
+            "default: the recipe's, else the env's reward_threshold."
+        ),
+    ] = None,
 ) -> None:
     """Train a policy, vanilla or with a robust-training defense, into a native policy dir."""
     from rlsec.defenses import TrainConfig, train_policy
@@ -318,7 +325,9 @@ def _train(
             def progress(fraction: float, what: str) -> None:
                 bar.update(task, description=what, completed=fraction)
 
-            result = train_policy(config, out, progress=progress, monitor=watch)
+            result = train_policy(
+                config, out, progress=progress, monitor=watch, reference_return=reference_return
+            )
     except KeyboardInterrupt:
         latest = out / "checkpoints" / "LATEST"
         where = (
@@ -338,6 +347,12 @@ def _train(
         f"clean return {cr['mean']:.2f} (95% CI {cr['ci95'][0]:.2f} to {cr['ci95'][1]:.2f}, "
         f"{cr['episodes']} episodes) after {result.seconds:.0f} s"
     )
+    check = result.clean_return_check
+    if check is not None:
+        from rich.markup import escape
+
+        lead = "[bold red]warning:[/bold red] " if check.status == "lost" else ""
+        out_console.print(lead + escape(check.message))
     findings = out / "findings.jsonl"
     count = len(findings.read_text().splitlines()) if findings.is_file() else 0
     out_console.print(f"integrity findings: {count}" + (f" (see {findings})" if count else ""))

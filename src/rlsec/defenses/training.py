@@ -44,6 +44,11 @@ from rlsec.attacks import make_attack
 from rlsec.attacks.observation import LearnedObservation, ObservationAttack
 from rlsec.core import Surface, ThreatModel
 from rlsec.defenses._sb3 import AddedLoss, AttackedVecEnv, JsonlWriter, live_policy
+from rlsec.defenses.clean_return import (
+    CleanReturnCheck,
+    check_clean_return,
+    undefended_reference,
+)
 from rlsec.defenses.monitors import IntegrityMonitor, Thresholds
 from rlsec.defenses.regularisers import (
     ActionSmoothness,
@@ -73,7 +78,9 @@ DEFENSES = ("none", "adv", "sa-reg", "atla")
 SELECTIONS = ("final", "best", "robust")
 
 #: Hyperparameters per (algo, env id): the RL Baselines3 Zoo's tuned settings, with smaller
-#: networks where the task allows. Other environments get SB3's defaults.
+#: networks where the task allows. Other environments get SB3's defaults. A recipe may ship
+#: the clean return its vanilla runs reach (``reference_clean_return``): every run of the
+#: recipe is checked against it (:mod:`rlsec.defenses.clean_return`).
 RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("ppo", "CartPole-v1"): {
         "timesteps": 100_000,
@@ -88,6 +95,10 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
             "learning_rate": 1e-3,
             "clip_range": 0.2,
             "policy_kwargs": {"net_arch": [64, 64]},
+        },
+        "reference_clean_return": {
+            "value": 500.0,
+            "source": "median of seeds 0-2, benchmarks/robust_training.py",
         },
     },
     ("dqn", "CartPole-v1"): {
@@ -110,6 +121,10 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         # stretch to the next (measured on seeds 0-1: 500 at 70k, 87 at 90k), so the
         # exported policy is the checkpoint that validates best, not whichever is last
         "select": "best",
+        "reference_clean_return": {
+            "value": 500.0,
+            "source": "median of seeds 0-2, benchmarks/robust_training.py",
+        },
     },
     ("ppo", "Acrobot-v1"): {
         "timesteps": 200_000,
@@ -127,6 +142,10 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         "timesteps": 20_000,
         "n_envs": 1,
         "kwargs": {"learning_rate": 1e-3, "policy_kwargs": {"net_arch": [64, 64]}},
+        "reference_clean_return": {
+            "value": -145.1,
+            "source": "median of seeds 0-2, benchmarks/robust_training.py",
+        },
     },
     ("ppo", "FrozenLake-v1"): {
         "timesteps": 100_000,
@@ -315,13 +334,15 @@ def _check_spaces(algo: str, env_id: str, obs: gym.Space[Any], act: gym.Space[An
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced; ``clean_return_check``: whether the exported policy's
+    clean return is within 10% of the undefended reference (also in ``training.json``)."""
 
     policy_dir: Path
     log: Path
     summary: Path
     clean_return: dict[str, Any]
     seconds: float
+    clean_return_check: CleanReturnCheck | None = None
 
 
 def _check_out(out: Path) -> None:
@@ -336,6 +357,7 @@ def train_policy(
     wrap_env: Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None = None,
     callbacks: Sequence[Any] = (),
     monitor: IntegrityMonitor | Literal["default", "off"] = "default",
+    reference_return: float | None = None,
 ) -> TrainResult:
     """Train a policy and write ``out/policy`` (native format), ``out/train_log.jsonl``,
     ``out/training.json`` and checkpoints under ``out/checkpoints``.
@@ -350,6 +372,12 @@ def train_policy(
     training and raises :class:`~rlsec.errors.IntegrityViolation` (the final policy is not
     written; the last checkpoint and the findings stay).
 
+    The exported policy's clean return is checked against an undefended reference
+    (``reference_return`` if given, else the recipe's, else the environment's
+    ``reward_threshold``; :mod:`rlsec.defenses.clean_return`): ``training.json`` records the
+    verdict under ``clean_return_check`` (status ``kept``, ``lost`` or ``unknown``), and a
+    defense that cannot keep the clean return within 10% at its budget says so there.
+
     Everything is validated before ``out`` is created. Checkpoints are written whole (to a
     temporary directory, then renamed) and ``out/checkpoints/LATEST`` names the newest, so an
     interrupted run (Ctrl-C) leaves its last checkpoint intact; the final policy is written
@@ -363,7 +391,7 @@ def train_policy(
         ConfigError, UnknownEnv, UnsafeEnvId: invalid configuration; nothing was written.
     """
     with unsafe_no_sandbox(config.unsafe_no_sandbox):
-        return _train_policy(config, out, progress, wrap_env, callbacks, monitor)
+        return _train_policy(config, out, progress, wrap_env, callbacks, monitor, reference_return)
 
 
 def _train_policy(
@@ -373,8 +401,11 @@ def _train_policy(
     wrap_env: Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None,
     callbacks: Sequence[Any],
     monitor: IntegrityMonitor | Literal["default", "off"],
+    reference_return: float | None,
 ) -> TrainResult:
     cfg = config.validated()
+    recipe = RECIPES.get((cfg.algo, cfg.env_id), {})
+    reference, source = undefended_reference(recipe, cfg.env_id, reference_return)
     out_dir = Path(out)
     _check_out(out_dir)
     assert cfg.steps is not None
@@ -410,10 +441,16 @@ def _train_policy(
         run.close()
     assert policy.info.clean_return is not None
     seconds = time.perf_counter() - t0
+    if reference_return is None and "reference_clean_return" in recipe and not _as_recipe(cfg):
+        source += "; this run's steps or hyperparameters differ from the recipe's"
+    check = check_clean_return(
+        policy.info.clean_return.get("mean"), reference, source, defense=cfg.defense, eps=cfg.eps
+    )
     summary = {
         "config": cfg.to_dict(),
         "seconds": seconds,
         "clean_return": policy.info.clean_return,
+        "clean_return_check": check.to_dict(),
         "defense": run.defense_stats(),
         "selection": run.selection(),
         "monitor": _monitor_summary(watch),
@@ -422,7 +459,15 @@ def _train_policy(
     summary_path = out_dir / "training.json"
     _write_json(summary_path, summary)
     return TrainResult(
-        out_dir / "policy", log_path, summary_path, policy.info.clean_return, seconds
+        out_dir / "policy", log_path, summary_path, policy.info.clean_return, seconds, check
+    )
+
+
+def _as_recipe(cfg: TrainConfig) -> bool:
+    """Whether a (validated) run trains as long and with the same settings as its recipe."""
+    recipe = RECIPES.get((cfg.algo, cfg.env_id), {})
+    return cfg.steps == recipe.get("timesteps") and dict(cfg.hyperparameters) == dict(
+        recipe.get("kwargs", {})
     )
 
 
