@@ -84,9 +84,9 @@ def undefended_reference(
     if shipped is not None:
         value = _finite(shipped["value"], "the recipe's reference_clean_return")
         return value, f"the recipe's vanilla runs, {shipped['source']}"
-    import gymnasium as gym
+    from rlsec.envs import env_spec
 
-    threshold = gym.spec(env_id).reward_threshold
+    threshold = env_spec(env_id).reward_threshold
     if threshold is not None:
         value = _finite(threshold, f"{env_id}'s reward_threshold")
         return value, f"{env_id}'s registered reward_threshold, the task's solved score"
