@@ -1003,7 +1003,7 @@ def test_archive_read_size_cap_bounds_what_is_read_from_a_path_and_bytes(
     monkeypatch.setattr(
         pathlib.Path, "open", lambda self, *a, **k: _ReadSpy(real_open(self, *a, **k), reads)
     )
-    with pytest.raises(UnsafeArtifact, match=f"{path} is larger than {cap} bytes"):
+    with pytest.raises(UnsafeArtifact, match=f"{path} is larger than the {cap} bytes allowed"):
         from_sb3(path)
     assert sum(reads) <= cap + 1  # never read more than the cap allows
     monkeypatch.undo()
