@@ -1039,3 +1039,21 @@ def test_fuzzed_arguments_end_in_a_documented_exit_code_never_a_traceback(
         assert "Traceback" not in result.output
 
     run()
+
+
+def test_an_error_message_is_one_line_however_narrow_the_terminal(tmp_path: Path) -> None:
+    # a path in an error is copied by hand; a line break inside it makes it wrong
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "k.pem").write_text("not mine")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlsec", "keys", "generate", "--out", str(deep / "k.pem")],
+        env={**os.environ, "COLUMNS": "40"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: {deep / 'k.pem'} exists; refusing to overwrite a key"
+    ]

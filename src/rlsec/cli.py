@@ -26,7 +26,8 @@ from rlsec.errors import (
 
 __all__ = ["app", "main"]
 
-console = Console(stderr=True)
+# soft_wrap: a message is never broken mid-path; the terminal folds long lines itself
+console = Console(stderr=True, soft_wrap=True)
 
 
 class _Commands(TyperGroup):

@@ -972,25 +972,12 @@ def test_unsupported_compression_is_refused(method: int) -> None:
         from_sb3(out.getvalue())
 
 
-class _ReadSpy:
-    def __init__(self, f: Any, reads: list[int]) -> None:
-        self.f, self.reads = f, reads
-
-    def read(self, n: int = -1) -> bytes:
-        got: bytes = self.f.read(n)
-        self.reads.append(len(got))
-        return got
-
-    def __enter__(self) -> _ReadSpy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.f.close()
-
-
 def test_archive_read_size_cap_bounds_what_is_read_from_a_path_and_bytes(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import os
+
+    import rlsec._files as files
     import rlsec.policies.sb3 as sb3
 
     _, raw = sb3_model("ppo-cartpole")
@@ -999,13 +986,27 @@ def test_archive_read_size_cap_bounds_what_is_read_from_a_path_and_bytes(
     cap = len(raw) + 1000
     monkeypatch.setattr(sb3, "_MAX_ARCHIVE_BYTES", cap)
     reads: list[int] = []
-    real_open = pathlib.Path.open
+    real_read, real_fstat = os.read, os.fstat
+
+    def spy(fd: int, n: int) -> bytes:
+        got = real_read(fd, n)
+        reads.append(len(got))
+        return got
+
+    monkeypatch.setattr(files.os, "read", spy)
+    with pytest.raises(UnsafeArtifact, match=f"{path} is larger than the {cap} bytes allowed"):
+        from_sb3(path)
+    assert reads == []  # refused on its size before a byte is read
+    # a file that grows after its size was taken (here: a size that lies) is read only up to
+    # one byte past the cap, then refused
     monkeypatch.setattr(
-        pathlib.Path, "open", lambda self, *a, **k: _ReadSpy(real_open(self, *a, **k), reads)
+        files.os,
+        "fstat",
+        lambda fd: os.stat_result((*real_fstat(fd)[:6], 10, *real_fstat(fd)[7:])),
     )
     with pytest.raises(UnsafeArtifact, match=f"{path} is larger than the {cap} bytes allowed"):
         from_sb3(path)
-    assert sum(reads) <= cap + 1  # never read more than the cap allows
+    assert sum(reads) == cap + 1
     monkeypatch.undo()
     monkeypatch.setattr(sb3, "_MAX_ARCHIVE_BYTES", cap)
     with pytest.raises(UnsafeArtifact, match=f"at most {cap} bytes"):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -299,24 +300,31 @@ def test_policy_names_may_not_contain_the_reference_separator(team: Team) -> Non
         team.reg.push(team["trainer"], ZOO, name="cart@pole", key=team.key)
 
 
-def _init(home: str, url: str, out: Any) -> None:
-    try:
-        out.put(Registry(home, url).init("admin"))
-    except ConfigError as exc:
-        out.put(f"refused: {exc}")
+_INIT = """
+import sys
+from rlsec.errors import ConfigError
+from rlsec.registry import Registry
+try:
+    print(Registry(sys.argv[1], sys.argv[2]).init("admin"))
+except ConfigError as exc:
+    print(f"refused: {exc}")
+"""
 
 
 def test_two_concurrent_inits_make_exactly_one_admin(tmp_path: Path, db_url: str) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
+    # separate interpreters, as two operators' shells would be
     procs = [
-        ctx.Process(target=_init, args=(str(tmp_path / "home"), db_url, out)) for _ in range(2)
+        subprocess.Popen(
+            [sys.executable, "-c", _INIT, str(tmp_path / "home"), db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    results = sorted(out.get(timeout=10) for _ in procs)
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    results = sorted(out.strip() for out, _ in outs)
     assert results[0].startswith("refused: ") and "already initialised" in results[0]
     assert results[1].startswith("rlsec_")
     reg = Registry(tmp_path / "home", db_url)
