@@ -39,7 +39,7 @@ from rlsec.attacks.reward import make_reward_attack
 from rlsec.defenses import TrainConfig, train_policy
 from rlsec.defenses.monitors import CHECKS, IntegrityMonitor
 from rlsec.defenses.training import shipped_thresholds
-from rlsec.evaluate.stats import proportion_ci
+from rlsec.stats import proportion_ci
 
 ENV = "CartPole-v1"
 

@@ -8,8 +8,7 @@ The safe, high-level entry points:
 * :func:`make_attack`: one attack with an explicit threat model.
 """
 
-__version__ = "0.1.0"
-
+from rlsec._version import __version__
 from rlsec.attacks import make_attack
 from rlsec.policies import load_policy
 from rlsec.redteam import redteam

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
-from rlsec import __version__, _cli_registry, _files, _inputs
+from rlsec import _cli_registry, _files, _inputs
+from rlsec._version import __version__
 from rlsec.errors import (
     AccessDenied,
     GateRefused,

@@ -185,15 +185,15 @@ def _poison(
 ) -> dict[str, Any]:
     from rlsec import _inputs
     from rlsec._files import check_new_dir
+    from rlsec.attacks.rollout import rollout
     from rlsec.defenses import TrainConfig, train_policy
     from rlsec.defenses.monitors import IntegrityMonitor
     from rlsec.defenses.training import shipped_thresholds
     from rlsec.envs import make, make_vec
-    from rlsec.evaluate.rollout import rollout
-    from rlsec.evaluate.stats import summarize_returns
     from rlsec.policies import load_policy
     from rlsec.redteam import check_out_dir
     from rlsec.report import write_report
+    from rlsec.stats import summarize_returns
 
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -357,6 +357,6 @@ def _jsonable(value: Any) -> Any:
 
 
 def _version() -> str:
-    from rlsec import __version__
+    from rlsec._version import __version__
 
     return __version__

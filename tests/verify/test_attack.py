@@ -21,9 +21,9 @@ from rlsec.errors import (
     InvalidBudget,
     ModelError,
 )
-from rlsec.evaluate.stats import proportion_ci
 from rlsec.policies import from_torch, load_policy
 from rlsec.redteam import redteam
+from rlsec.stats import proportion_ci
 from rlsec.verify import Model, check, induced_chain
 from rlsec.verify.attack import Strategy, attacked_model, worst_case
 

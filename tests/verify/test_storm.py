@@ -11,11 +11,11 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlsec.attacks.rollout import rollout
 from rlsec.envs import make_vec
 from rlsec.errors import ModelError, SpaceMismatch
-from rlsec.evaluate.rollout import rollout
-from rlsec.evaluate.stats import proportion_ci
 from rlsec.policies import load_policy
+from rlsec.stats import proportion_ci
 from rlsec.verify import (
     GroupedModel,
     Model,

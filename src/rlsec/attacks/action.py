@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlsec.attacks.wrappers import ActionAttackWrapper
 from rlsec.core import Attack, DifferentiablePolicy, Policy, Surface, ThreatModel
 from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError
 
@@ -291,8 +292,6 @@ class ActionAttack(Attack):
 
     def as_wrapper(self, env: gym.Env[Any, Any], policy: Policy, **start: Any) -> gym.Env[Any, Any]:
         """A Gymnasium wrapper that lets the adversary take over or blend the agent's actions."""
-        from rlsec.attacks.wrappers import ActionAttackWrapper
-
         return ActionAttackWrapper(env, self, policy, **start)
 
 

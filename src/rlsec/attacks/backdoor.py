@@ -588,7 +588,7 @@ def _play(
 ) -> _Play:
     """Play ``episodes`` episodes; each step's observation is triggered with probability
     ``trigger_rate``. Row ``r`` of the vector env plays episodes ``r, r + R, ...`` (as
-    :func:`rlsec.evaluate.rollout` does), so short episodes are not over-sampled."""
+    :func:`rlsec.attacks.rollout` does), so short episodes are not over-sampled."""
     from gymnasium.vector import AutoresetMode
 
     from rlsec.envs import make_vec
@@ -719,7 +719,7 @@ def backdoor_effect(
         ('backdoor', 0.05, True)
     """
     from rlsec.envs import check_policy_env, env_spaces
-    from rlsec.evaluate.stats import mean_ci
+    from rlsec.stats import mean_ci
 
     t0 = time.perf_counter()
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:

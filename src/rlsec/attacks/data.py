@@ -1417,7 +1417,7 @@ class _Watch:
         b2 = b.reshape(len(b), -1).astype(np.float64)
         if self._span is None:
             return np.asarray((a2 == b2).all(axis=1))
-        from rlsec.evaluate.rollout import CHANGE_TOLERANCE
+        from rlsec.attacks.rollout import CHANGE_TOLERANCE
 
         return np.asarray((np.abs(a2 - b2) / self._span).max(axis=1) <= CHANGE_TOLERANCE)
 
@@ -1475,9 +1475,9 @@ def data_damage(
         >>> row["surface"], row["fraction"], 0.0 <= row["target_action_rate"] <= 1.0
         ('data', 0.5, True)
     """
+    from rlsec.attacks.rollout import rollout
     from rlsec.envs import check_policy_env, make_vec
-    from rlsec.evaluate.rollout import rollout
-    from rlsec.evaluate.stats import mean_ci
+    from rlsec.stats import mean_ci
 
     t0 = time.perf_counter()
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:

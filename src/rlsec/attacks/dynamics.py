@@ -91,7 +91,7 @@ from rlsec.errors import (
 )
 
 if TYPE_CHECKING:
-    from rlsec.evaluate.rollout import EpisodeStats
+    from rlsec.attacks.rollout import EpisodeStats
     from rlsec.policies import TorchPolicy
 
 __all__ = [
@@ -1242,7 +1242,7 @@ def make_dynamics_attack(
 
 
 def _env_seed(seed: int) -> int:
-    from rlsec.evaluate.stats import env_seed  # the campaign's: the same clean episodes
+    from rlsec.stats import env_seed  # the campaign's: the same clean episodes
 
     return env_seed(seed)
 
@@ -1260,7 +1260,7 @@ def _relay(report: Callable[[str, float], None], label: str) -> Callable[[float]
 
 
 def _summary(stats: Sequence[EpisodeStats]) -> dict[str, Any]:
-    from rlsec.evaluate.stats import summarize_returns
+    from rlsec.stats import summarize_returns
 
     return summarize_returns(
         np.concatenate([s.returns for s in stats]), np.concatenate([s.lengths for s in stats])
@@ -1302,9 +1302,9 @@ def dynamics_damage(
     Raises:
         ConfigError, UnknownEnv, UnknownAttack, SpaceMismatch: before anything runs.
     """
-    from rlsec import __version__
+    from rlsec._version import __version__
+    from rlsec.attacks.rollout import rollout
     from rlsec.envs import check_policy_env, make_vec
-    from rlsec.evaluate.rollout import rollout
 
     specs = ["shift-dynamics-v1", "noise-dynamics-v1"] if attacks is None else list(attacks)
     grid: list[DynamicsAttack] = []

@@ -31,6 +31,7 @@ import torch
 
 from rlsec.attacks._ball import Ball
 from rlsec.attacks._optim import Objective, action_divergence, optimise
+from rlsec.attacks.wrappers import ObservationAttackWrapper
 from rlsec.core import Attack, DifferentiablePolicy, Policy, Surface, ThreatModel
 from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError
 
@@ -194,8 +195,6 @@ class ObservationAttack(Attack):
 
     def as_wrapper(self, env: gym.Env[Any, Any], policy: Policy, **start: Any) -> gym.Env[Any, Any]:
         """A Gymnasium wrapper that shows the agent perturbed observations."""
-        from rlsec.attacks.wrappers import ObservationAttackWrapper
-
         return ObservationAttackWrapper(env, self, policy, **start)
 
 

@@ -81,7 +81,7 @@ from rlsec.policies.network import PolicyNetwork
 from rlsec.policies.spaces import box_span
 
 if TYPE_CHECKING:
-    from rlsec.evaluate.rollout import EpisodeStats
+    from rlsec.attacks.rollout import EpisodeStats
 
 __all__ = [
     "DEFAULT_PARAMETER_BITS",
@@ -1194,7 +1194,7 @@ class _Watched:
         return self.tampered.action_space
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        from rlsec.evaluate.rollout import CHANGE_TOLERANCE
+        from rlsec.attacks.rollout import CHANGE_TOLERANCE
 
         a, bad = act_with_fallback(self.tampered, observations)
         ref = self.clean.act(observations)
@@ -1212,13 +1212,13 @@ class _Watched:
 
 
 def _env_seed(seed: int) -> int:
-    from rlsec.evaluate.stats import env_seed  # the campaign's: the same clean episodes
+    from rlsec.stats import env_seed  # the campaign's: the same clean episodes
 
     return env_seed(seed)
 
 
 def _summary(stats: Sequence[EpisodeStats]) -> dict[str, Any]:
-    from rlsec.evaluate.stats import summarize_returns
+    from rlsec.stats import summarize_returns
 
     return summarize_returns(
         np.concatenate([s.returns for s in stats]), np.concatenate([s.lengths for s in stats])
@@ -1230,7 +1230,7 @@ def _probe_damage(
 ) -> tuple[float, float]:
     """Fraction of held-out probe states whose action changed, and whose output is not
     finite (continuous actions: changed by more than the rollout's tolerance)."""
-    from rlsec.evaluate.rollout import CHANGE_TOLERANCE
+    from rlsec.attacks.rollout import CHANGE_TOLERANCE
 
     a, bad = act_with_fallback(tampered, held_out)
     n = len(a)
@@ -1287,9 +1287,9 @@ def parameter_damage(
     Raises:
         ConfigError, UnknownEnv, SpaceMismatch, AttackNotApplicable: before anything runs.
     """
-    from rlsec import __version__
+    from rlsec._version import __version__
+    from rlsec.attacks.rollout import rollout
     from rlsec.envs import check_policy_env, make_vec
-    from rlsec.evaluate.rollout import rollout
 
     grid = list(default_parameter_attacks() if attacks is None else attacks)
     if not grid:

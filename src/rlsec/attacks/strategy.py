@@ -57,6 +57,8 @@ from rlsec.attacks._optim import optimise
 from rlsec.attacks.observation import ObservationAttack
 from rlsec.core import DifferentiablePolicy, Policy, Surface, ThreatModel
 from rlsec.errors import AttackNotApplicable, BudgetViolation, ConfigError, ModelError
+from rlsec.verify.attack import Strategy, json_number, state_distances
+from rlsec.verify.model import Model
 
 __all__ = ["StrategyReplay"]
 
@@ -89,8 +91,6 @@ class StrategyReplay(ObservationAttack):
     requires: ClassVar[tuple[str, ...]] = ("strategy",)
 
     def __init__(self, threat_model: ThreatModel, *, strategy: Any = None, steps: int = 20) -> None:
-        from rlsec.verify.attack import Strategy
-
         if strategy is None:
             raise ConfigError(
                 f"{self.id} needs the strategy to replay: strategy=FILE (rlsec verify "
@@ -186,9 +186,6 @@ class StrategyReplay(ObservationAttack):
     ) -> None:
         """See :meth:`rlsec.core.Attack.start`. Builds the model of the strategy's
         environment (its distances, or its observation function)."""
-        from rlsec.verify import Model
-        from rlsec.verify.attack import _distances
-
         self.check_applicable(policy)
         self.check_environment(env_id)
         st = self.strategy
@@ -201,7 +198,7 @@ class StrategyReplay(ObservationAttack):
             )
         self._model = model
         if st.kind == "index":
-            self._dist = _distances(model)
+            self._dist = state_distances(model)
             self._policy = policy
             self._rng = rng
             self.num_envs = num_envs
@@ -299,8 +296,6 @@ class StrategyReplay(ObservationAttack):
         return x
 
     def params(self) -> dict[str, Any]:
-        from rlsec.verify.attack import json_number
-
         st = self.strategy
         return {
             "steps": self.steps,

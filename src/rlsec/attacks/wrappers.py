@@ -1,19 +1,47 @@
-"""Gymnasium wrappers that put an attack between an agent and any environment."""
+"""Gymnasium wrappers that put an attack between an agent and any environment.
+
+The wrappers know an attack only by what they call on it (the two protocols below), so
+``observation.py`` and ``action.py`` build them without this module knowing either.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, SupportsFloat
+from typing import Any, Protocol, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 
 from rlsec.core import Policy
 
-if TYPE_CHECKING:
-    from rlsec.attacks.action import ActionAttack
-    from rlsec.attacks.observation import ObservationAttack
+__all__ = [
+    "ActionAttackWrapper",
+    "ObservationAttackWrapper",
+    "PerturbsActions",
+    "PerturbsObservations",
+]
 
-__all__ = ["ActionAttackWrapper", "ObservationAttackWrapper"]
+
+class _Started(Protocol):
+    def start(self, policy: Policy, **kwargs: Any) -> None: ...
+
+    def reset(self, env_ids: np.ndarray) -> None: ...
+
+
+class PerturbsObservations(_Started, Protocol):
+    """What :class:`ObservationAttackWrapper` calls: an observation attack."""
+
+    def perturb(self, observations: np.ndarray, env_ids: np.ndarray) -> np.ndarray: ...
+
+
+class PerturbsActions(_Started, Protocol):
+    """What :class:`ActionAttackWrapper` calls: an action attack."""
+
+    last_mask: np.ndarray
+
+    def perturb_action(
+        self, observations: np.ndarray, actions: np.ndarray, env_ids: np.ndarray
+    ) -> np.ndarray: ...
+
 
 _ONE = np.zeros(1, dtype=np.int64)
 
@@ -47,7 +75,7 @@ class ObservationAttackWrapper(gym.ObservationWrapper[Any, Any, Any]):
     """
 
     def __init__(
-        self, env: gym.Env[Any, Any], attack: ObservationAttack, policy: Policy, **start: Any
+        self, env: gym.Env[Any, Any], attack: PerturbsObservations, policy: Policy, **start: Any
     ) -> None:
         super().__init__(env)
         self.attack = attack
@@ -66,7 +94,7 @@ class ActionAttackWrapper(gym.Wrapper[Any, Any, Any, Any]):
     """Let the adversary replace or blend the agent's action before the env executes it."""
 
     def __init__(
-        self, env: gym.Env[Any, Any], attack: ActionAttack, policy: Policy, **start: Any
+        self, env: gym.Env[Any, Any], attack: PerturbsActions, policy: Policy, **start: Any
     ) -> None:
         super().__init__(env)
         self.attack = attack

@@ -28,6 +28,7 @@ import numpy as np
 
 from rlsec.core import Policy
 from rlsec.errors import ConfigError
+from rlsec.verify.smoothing import SmoothedPolicy, check_params
 
 __all__ = ["INFERENCE_DEFENSES", "DefenseSpec", "apply_defense", "parse_defense"]
 
@@ -121,7 +122,6 @@ def parse_defense(spec: str) -> DefenseSpec:
     missing = [k for k in _REQUIRED[name] if k not in params]
     if missing:
         raise ConfigError(f"{name} needs {', '.join(missing)} (as in {_EXAMPLE}), got {spec!r}")
-    from rlsec.verify.smoothing import check_params
 
     check_params(**{k: v for k, v in params.items() if k != "unit"})
     return DefenseSpec(name, params)
@@ -151,7 +151,6 @@ def apply_defense(
         ConfigError: a bad spec, or ``unit=std`` without ``std_scale``.
     """
     parsed = spec if isinstance(spec, DefenseSpec) else parse_defense(spec)
-    from rlsec.verify.smoothing import SmoothedPolicy
 
     params = dict(parsed.params)
     unit = str(params.pop("unit", default_unit))

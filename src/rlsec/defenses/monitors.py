@@ -83,7 +83,7 @@ import torch
 
 from rlsec.core import Finding, Severity, Surface
 from rlsec.errors import ConfigError, IntegrityViolation
-from rlsec.evaluate.stats import RunningMoments
+from rlsec.stats import RunningMoments
 
 __all__ = [
     "CHECKS",

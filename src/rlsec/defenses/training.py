@@ -42,6 +42,7 @@ import torch
 from rlsec import _files, _inputs
 from rlsec.attacks import make_attack
 from rlsec.attacks.observation import LearnedObservation, ObservationAttack
+from rlsec.attacks.rollout import rollout
 from rlsec.core import Surface, ThreatModel
 from rlsec.defenses._sb3 import AddedLoss, AttackedVecEnv, JsonlWriter, live_policy
 from rlsec.defenses.clean_return import (
@@ -58,9 +59,8 @@ from rlsec.defenses.regularisers import (
 )
 from rlsec.envs import env_spaces, make, make_vec, unsafe_no_sandbox
 from rlsec.errors import ConfigError, IntegrityViolation
-from rlsec.evaluate.rollout import rollout
-from rlsec.evaluate.stats import mean_ci
 from rlsec.policies import TorchPolicy, from_sb3, save_policy
+from rlsec.stats import mean_ci
 
 __all__ = [
     "ALGOS",
@@ -834,7 +834,7 @@ class _Run:
     def _provenance(self) -> dict[str, Any]:
         import stable_baselines3 as sb3
 
-        from rlsec import __version__
+        from rlsec._version import __version__
 
         return {
             "trainer": f"rlsec {__version__} train (stable-baselines3 {sb3.__version__})",

@@ -1,5 +1,6 @@
 """Campaigns: attacks × budgets × seeds over vectorised envs, with confidence intervals."""
 
+from rlsec.attacks.rollout import EpisodeStats, rollout
 from rlsec.evaluate.campaign import (
     DEFAULT_ALPHAS,
     DEFAULT_EPSILONS,
@@ -7,8 +8,7 @@ from rlsec.evaluate.campaign import (
     applicable_attacks,
     run_campaign,
 )
-from rlsec.evaluate.rollout import EpisodeStats, rollout
-from rlsec.evaluate.stats import RunningMoments, eps50, mean_ci
+from rlsec.stats import RunningMoments, eps50, mean_ci
 
 __all__ = [
     "DEFAULT_ALPHAS",

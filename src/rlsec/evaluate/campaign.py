@@ -19,14 +19,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlsec import __version__, _inputs
+from rlsec import _inputs
+from rlsec._version import __version__
 from rlsec.attacks import ATTACKS, attack_class, make_attack
+from rlsec.attacks.rollout import EpisodeStats, rollout
 from rlsec.core import Attack, Finding, Policy, Severity, Surface
+from rlsec.defenses.inference import apply_defense, parse_defense
 from rlsec.envs import check_env_id, check_policy_env, env_spec, make_vec, unsafe_no_sandbox
 from rlsec.errors import AttackNotApplicable, ConfigError, PolicyLoadError
-from rlsec.evaluate.rollout import EpisodeStats, rollout
-from rlsec.evaluate.stats import env_seed, eps50, summarize_returns
 from rlsec.policies.native import check_observation_stats
+from rlsec.stats import env_seed, eps50, summarize_returns
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -97,8 +99,6 @@ class CampaignConfig:
         for attack_id in list(self.attacks or []) + list(self.attack_params):
             attack_class(attack_id)
         if self.defense is not None:
-            from rlsec.defenses.inference import parse_defense
-
             self.defense = str(parse_defense(self.defense))
 
     def to_dict(self) -> dict[str, Any]:
@@ -510,10 +510,6 @@ def _run_campaign(
 def _defend(policy: Policy, config: CampaignConfig, env_id: str) -> tuple[Policy, dict[str, Any]]:
     """The policy wrapped in ``config.defense`` and the defense's record. The defense's unit
     defaults to ε's; in ``std`` units its scale is the one ε uses (:func:`_scale`)."""
-    from dataclasses import replace
-
-    from rlsec.defenses.inference import apply_defense, parse_defense
-
     assert config.defense is not None
     spec = parse_defense(config.defense)
     scale, source = None, None

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from rlsec.errors import ConfigError, VerificationError
 from rlsec.registry import merkle
 from rlsec.registry.db import AuditEntryRow, AuditHeadRow, AuditNodeRow, AuditStateRow, Bound
+from rlsec.registry.rows import state_of
 
 __all__ = [
     "GENESIS",
@@ -347,8 +348,6 @@ def append(
 
     ``rows``: the bound rows the change set; the entry records their digests and each row
     records the entry (:mod:`rlsec.registry.state`)."""
-    from rlsec.registry.state import state_of
-
     rows = list(rows)
     if rows:
         session.flush()  # primary keys and final column values
@@ -705,7 +704,7 @@ _DELETE = ("delete",)
 def ocsf_event(entry: Entry) -> dict[str, Any]:
     """An entry as an OCSF API Activity event (class 6003), with its Merkle leaf hash as
     ``metadata.uid`` so a SIEM record can be proved against the log."""
-    from rlsec import __version__
+    from rlsec._version import __version__
 
     operation = entry.action.removeprefix("denied:")
     verb = operation.rsplit(".", 1)[-1]

@@ -29,31 +29,23 @@ a schedule, and keep tree heads elsewhere (``audit head``) to verify against.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from rlsec.errors import VerificationError
-from rlsec.registry import merkle
+from rlsec.registry import audit, merkle
 from rlsec.registry.db import (
-    ApprovalRow,
     AuditEntryRow,
     AuditHeadRow,
     Bound,
-    EvidenceRow,
-    KeyRow,
-    PolicyRow,
-    PrincipalRow,
-    ProposalRow,
-    SettingRow,
-    StageChangeRow,
-    TokenRow,
-    VersionRow,
 )
+from rlsec.registry.rows import TABLES, digest, digest_of, key, primary_key, state_of
+
+_INFO = "rlsec.state"
 
 __all__ = [
     "TABLES",
@@ -65,66 +57,10 @@ __all__ = [
     "verify_rows",
 ]
 
-#: bound tables, by the prefix of their rows' keys
-TABLES: dict[str, type[Bound]] = {
-    "principal": PrincipalRow,
-    "token": TokenRow,
-    "key": KeyRow,
-    "policy": PolicyRow,
-    "version": VersionRow,
-    "stage_change": StageChangeRow,
-    "evidence": EvidenceRow,
-    "approval": ApprovalRow,
-    "setting": SettingRow,
-    "proposal": ProposalRow,
-}
-_PREFIX = {table: prefix for prefix, table in TABLES.items()}
-_INFO = "rlsec.state"
-
 
 class TamperedState(VerificationError):
     """A bound row does not match the audit entry that last set it (edited, inserted or
     rolled back outside the registry)."""
-
-
-def _columns(table: type[Bound]) -> list[str]:
-    return [c.name for c in table.__table__.columns if c.name != "audit_seq"]  # type: ignore[attr-defined]
-
-
-def _pk(table: type[Bound]) -> str:
-    cols = list(table.__table__.primary_key.columns)  # type: ignore[attr-defined]
-    return str(cols[0].name)
-
-
-def key(row: Bound) -> str:
-    """``table:primary key``, the name entries give a row under ``state``."""
-    table = type(row)
-    return f"{_PREFIX[table]}:{getattr(row, _pk(table))}"
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"sha256": hashlib.sha256(bytes(value)).hexdigest()}
-    return value
-
-
-def digest(row: Bound) -> str:
-    """SHA-256 of the row's columns (all but ``audit_seq``; bytes by their SHA-256), in
-    canonical JSON."""
-    table = type(row)
-    return _digest(table, {c: getattr(row, c) for c in _columns(table)})
-
-
-def _digest(table: type[Bound], values: Mapping[str, Any]) -> str:
-    body = {c: _canonical(values[c]) for c in _columns(table)}
-    body["_table"] = _PREFIX[table]
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def state_of(rows: Iterable[Bound]) -> dict[str, str]:
-    """What an entry records for the rows its change set."""
-    return {key(r): digest(r) for r in rows}
 
 
 def _parse_state(raw: bytes, seq: int) -> Mapping[str, str]:
@@ -177,8 +113,6 @@ class Checker:
             )
 
     def _prove(self, session: Session, seq: int) -> Mapping[str, str]:
-        from rlsec.registry import audit
-
         conn = session.connection()
         leaf = conn.execute(
             select(AuditEntryRow.leaf).where(AuditEntryRow.seq == seq)
@@ -240,7 +174,7 @@ def verify_rows(session: Session, last: Mapping[str, tuple[int, str]]) -> int:
     count = 0
     conn = session.connection()  # plain rows: the replay, not the load check, judges them
     for prefix, table in TABLES.items():
-        pk = _pk(table)
+        pk = primary_key(table)
         for row in conn.execute(select(table.__table__)).mappings():  # type: ignore[attr-defined]
             name = f"{prefix}:{row[pk]}"
             seen.add(name)
@@ -254,7 +188,7 @@ def verify_rows(session: Session, last: Mapping[str, tuple[int, str]]) -> int:
                     f"{name} points at audit entry {row['audit_seq']}, but entry {seq} set it "
                     f"last: the row was put back to an earlier state"
                 )
-            if _digest(table, dict(row)) != wanted:
+            if digest_of(table, dict(row)) != wanted:
                 raise TamperedState(f"{name} does not match audit entry {seq}, which set it last")
     gone = sorted(set(last) - seen)
     if gone:

@@ -94,7 +94,7 @@ class Versions(RegistryBase):
             ).scalar_one()
             number = int(last or 0) + 1
             parent_row = None if parent is None else self._resolve(s, parent)
-            from rlsec import __version__
+            from rlsec._version import __version__
 
             provenance = {
                 "_type": "https://in-toto.io/Statement/v1",

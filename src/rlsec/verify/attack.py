@@ -51,7 +51,14 @@ from rlsec.verify.model import Model
 from rlsec.verify.policy import action_probabilities
 from rlsec.verify.storm import CheckResult, GroupedModel, check
 
-__all__ = ["AttackedModel", "Strategy", "attacked_model", "json_number", "worst_case"]
+__all__ = [
+    "AttackedModel",
+    "Strategy",
+    "attacked_model",
+    "json_number",
+    "state_distances",
+    "worst_case",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +88,7 @@ class AttackedModel:
         return range(int(g[state]), int(g[state + 1]))
 
 
-def _distances(model: Model) -> np.ndarray:
+def state_distances(model: Model) -> np.ndarray:
     n = model.n_states
     if model.cells is not None:
         c = model.cells.astype(np.int64)
@@ -127,7 +134,7 @@ def attacked_model(
     tabular = isinstance(policy, np.ndarray)
     if tabular or isinstance(space, gym.spaces.Discrete):
         probs = action_probabilities(policy, model, stochastic=stochastic)
-        dist = _distances(model)
+        dist = state_distances(model)
         near = dist <= radius
         rows_s, rows_pi, rows_j = [], [], []
         for s in range(n_s):

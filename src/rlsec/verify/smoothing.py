@@ -35,7 +35,7 @@ attacks apply: :meth:`SmoothedPolicy.torch_module` is the expectation over ``eot
 fresh noise draws (EOT) of the base network's softmax (discrete: the soft smoothed classifier
 that SmoothAdv, Salman et al. 2019, attacks) or of its clipped action (continuous). Its value
 and Q modules are the base policy's. It has no ``decode()``: its actions are never a function
-of that module's output, and :func:`rlsec.evaluate.rollout` only trusts the actions an attack
+of that module's output, and :func:`rlsec.attacks.rollout` only trusts the actions an attack
 reports for policies that have one, so the executed actions are always :meth:`act` on the
 perturbed observation.
 
@@ -80,9 +80,9 @@ from torch import nn
 
 from rlsec.core import DifferentiablePolicy, Policy
 from rlsec.errors import ConfigError, SpaceMismatch
-from rlsec.evaluate.stats import proportion_ci
 from rlsec.policies.base import PolicyInfo
 from rlsec.policies.spaces import describe_space
+from rlsec.stats import proportion_ci
 
 __all__ = [
     "ActionBounds",

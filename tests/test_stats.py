@@ -8,7 +8,7 @@ from scipy import stats as sstats
 
 from rlsec.errors import ConfigError
 from rlsec.evaluate import RunningMoments, eps50, mean_ci
-from rlsec.evaluate.stats import proportion_ci
+from rlsec.stats import proportion_ci
 
 
 @given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=50))

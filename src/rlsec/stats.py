@@ -1,4 +1,5 @@
-"""Statistics of campaign results: confidence intervals and the ε50 strength summary."""
+"""Statistics shared by campaigns, robust training, the integrity monitors and certification:
+confidence intervals, running moments and the ε50 strength summary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batched evaluation: run a fixed number of episodes over a vector env, attacked or not.
+"""The attacked rollout: a fixed number of episodes over a vector env, under an attack or none.
 
 Row ``r`` of the vector env plays episodes ``r, r + R, r + 2R, ...`` so every row plays a
 fixed share decided in advance: collecting "the first N episodes to finish" instead would
@@ -21,8 +21,8 @@ from rlsec.attacks.action import ActionAttack, sample_actions
 from rlsec.attacks.observation import ObservationAttack
 from rlsec.core import Attack, Policy
 from rlsec.errors import ConfigError
-from rlsec.evaluate.stats import RunningMoments
 from rlsec.policies.spaces import box_span
+from rlsec.stats import RunningMoments
 
 __all__ = ["EpisodeStats", "rollout"]
 
