@@ -552,3 +552,28 @@ def test_an_evidence_body_replaced_with_the_log_key_is_still_refused(team: Team)
     forge(team.reg, EvidenceRow, EvidenceRow.id > 0, body=redteam(worst=450.0))
     with pytest.raises(VerificationError, match=r"does not match its digest|covers other bytes"):
         team.reg.promote(team["deployer"], ref, "production")
+
+
+# -- the log key's directory ---------------------------------------------------------------------
+def test_the_log_key_is_never_written_through_a_linked_keys_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "keys").symlink_to(elsewhere)
+    reg = Registry(home, f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(ConfigError, match="keys is a symbolic link"):
+        reg.init("admin")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_log_key_is_never_written_into_a_directory_others_may_write(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "keys").mkdir(parents=True)
+    (home / "keys").chmod(0o777)
+    reg = Registry(home, f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(ConfigError, match="writable by others"):
+        reg.init("admin")
+    assert list((home / "keys").iterdir()) == []
+    (home / "keys").chmod(0o700)
+    assert reg.init("admin").startswith("rlsec_")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -63,6 +65,7 @@ class Principals(RegistryBase):
         links its file into place and both use that one."""
         keys = self.home / "keys"
         keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private_dir(keys)
         if not self.log_key_path.exists():
             fd, tmp = tempfile.mkstemp(prefix=".key-", dir=keys)
             try:
@@ -510,3 +513,26 @@ def _digest_json(value: Any) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _check_private_dir(path: Path) -> None:
+    """The directory the log's private key goes in must be a real directory (not a link to
+    one somewhere else), owned by this user and writable by no one else: whoever can write
+    it can swap the key.
+
+    Raises:
+        ConfigError: it is not; the message says what it is.
+    """
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise ConfigError(
+            f"{path} is {kind}; the audit log's key is kept only in a real directory (remove "
+            "it and run the command again)"
+        )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); expected 700"
+        )
