@@ -1057,3 +1057,22 @@ def test_an_error_message_is_one_line_however_narrow_the_terminal(tmp_path: Path
     assert proc.stderr.splitlines() == [
         f"error: {deep / 'k.pem'} exists; refusing to overwrite a key"
     ]
+
+
+def test_certify_prints_the_finding_when_the_spec_std_is_a_lie(tmp_path: Path) -> None:
+    import shutil
+
+    liar = tmp_path / "liar"
+    shutil.copytree(zoo_path("cartpole-ppo"), liar)
+    spec = json.loads((liar / "spec.json").read_text())
+    spec["observation_stats"]["std"] = [1e-30] * 4
+    (liar / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "cert.json"
+    proc = rlsec(
+        "certify", "--policy", str(liar), "--env", "CartPole-v1", "--states", "5",
+        "--json", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("finding"))
+    assert line.startswith("finding medium eps-scale-check: the policy's recorded clean")
+    assert json.loads(out.read_text())["findings"][0]["detector"] == "eps-scale-check"

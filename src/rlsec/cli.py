@@ -239,9 +239,21 @@ def _redteam(
     out_console.print(eps50_table(results))
     for s in results["skipped"]:
         out_console.print(f"[dim]skipped {s['attack']}: {s['reason']}[/dim]")
+    _print_findings(results.get("findings", []))
     out_console.print(
         f"wrote {out / 'results.json'} and {out / 'report.html'} ({results['seconds']:.0f} s)"
     )
+
+
+def _print_findings(findings: list[dict[str, Any]]) -> None:
+    """Each finding of a run on one line: what a reader must not miss in the JSON."""
+    for f in findings:
+        out_console.print(
+            f"[bold yellow]finding[/bold yellow] {escape(str(f['severity']))} "
+            f"{escape(str(f['detector']))}: {escape(str(f['message']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("train")
@@ -572,6 +584,7 @@ def _certify(
         f"{len(radii)} states: median radius {np.median(radii):.4g}, {doc['seconds']:.2f} s",
         highlight=False,
     )
+    _print_findings(doc["findings"])
     _files.write_atomic(json_out, json.dumps(doc) + "\n")
     out_console.print(f"wrote {json_out}")
 

@@ -13,11 +13,13 @@ from scipy import stats
 from rlsec.errors import ConfigError
 
 __all__ = [
+    "STD_TOLERANCE",
     "RunningMoments",
     "env_seed",
     "eps50",
     "mean_ci",
     "proportion_ci",
+    "std_disagreement",
     "summarize_returns",
 ]
 
@@ -168,3 +170,25 @@ def env_seed(seed: int) -> int:
     """A well-mixed environment reset seed for a run seed, so that rows of different seeds
     never coincide; every evaluation of rlsec uses it, so clean episodes match across tools."""
     return int(np.random.SeedSequence(seed).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+#: a policy's recorded clean observation std is used for ``std`` units only when, feature by
+#: feature, it lies within this factor of the std measured on clean rollouts (both ~0, below
+#: 1e-12, also agree); otherwise the measured one is used and the disagreement is a finding.
+#: The zoo's recorded stds lie within a factor of 1.3 of their rollouts' (100 vs 20 episodes).
+STD_TOLERANCE = 2.0
+_STD_FLOOR = 1e-12
+
+
+def std_disagreement(declared: np.ndarray, measured: np.ndarray) -> list[int]:
+    """Features whose declared std is not within :data:`STD_TOLERANCE` of the measured one
+    (a NaN on either side disagrees).
+
+    Example:
+        >>> std_disagreement(np.array([1.0, 1e-30, 0.0]), np.array([1.5, 0.3, 0.0]))
+        [1]
+    """
+    hi, lo = np.maximum(declared, measured), np.minimum(declared, measured)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (hi <= _STD_FLOOR) | ((lo > 0) & (hi / np.where(lo > 0, lo, 1.0) <= STD_TOLERANCE))
+    return [int(i) for i in np.flatnonzero(~ok)]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,3 +167,35 @@ def test_shield_command_writes_loadable_safe_action_sets(tmp_path: Path) -> None
     assert shield.label == "hole" and shield.allowed.shape == (16, 4)
     proc = rlsec("shield", "--env", "FrozenLake-v1", "--label", "hol", "--out", str(out))
     assert proc.returncode == 2 and "unknown label 'hol'" in proc.stderr
+
+
+# -- the yardstick of std units -----------------------------------------------------------------
+def _stats(policy: Any, stats: Any) -> Any:
+    import dataclasses
+
+    policy.info = dataclasses.replace(policy.info, observation_stats=stats)
+    return policy
+
+
+@pytest.mark.parametrize("method", ["crown", "ibp"])
+def test_a_spec_std_of_1e_30_does_not_inflate_its_certificate(method: str) -> None:
+    kw: dict[str, Any] = {"env_id": "CartPole-v1", "states": 50, "method": method, "eps": [0.05]}
+    honest = certify(policy=load_policy("zoo:cartpole-ppo"), **kw)
+    liar = load_policy("zoo:cartpole-ppo")
+    _stats(liar, {**liar.info.observation_stats, "std": [1e-30] * 4})
+    lied = certify(policy=liar, **kw)
+    assert honest["findings"] == []
+    assert honest["scale_source"].startswith("policy spec (clean observation std)")
+    assert [f["detector"] for f in lied["findings"]] == ["eps-scale-check"]
+    assert "the policy spec's std was not used" in lied["scale_source"]
+    # radii measured with the honest yardstick: within the 2x the check allows, not 1e29x
+    h = np.array([s["radius"] for s in honest["states"]])
+    lr = np.array([s["radius"] for s in lied["states"]])
+    assert np.all(lr <= 2 * h + 1e-3) and np.all(lr >= h / 2 - 1e-3)
+
+
+def test_certify_in_std_units_measures_the_std_when_the_spec_records_none() -> None:
+    bare = _stats(load_policy("zoo:cartpole-ppo"), None)
+    doc = certify(policy=bare, env_id="CartPole-v1", states=20, eps=[0.05])
+    assert doc["findings"] == []
+    assert doc["scale_source"].startswith("the calibration rollout (20 clean episodes")

@@ -28,7 +28,7 @@ from rlsec.defenses.inference import apply_defense, parse_defense
 from rlsec.envs import check_env_id, check_policy_env, env_spec, make_vec, unsafe_no_sandbox
 from rlsec.errors import AttackNotApplicable, ConfigError, PolicyLoadError
 from rlsec.policies.native import check_observation_stats
-from rlsec.stats import env_seed, eps50, summarize_returns
+from rlsec.stats import STD_TOLERANCE, env_seed, eps50, std_disagreement, summarize_returns
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -209,20 +209,6 @@ def _summary(stats: list[EpisodeStats]) -> dict[str, Any]:
 
 CALIBRATION_EPISODES = 20
 CALIBRATION_SEED = 20261125
-#: a policy's recorded clean observation std is used for ``std`` units only when, feature by
-#: feature, it lies within this factor of the calibration rollout's (both ~0, below 1e-12,
-#: also agree); otherwise the rollout's is used and the disagreement is a finding. The zoo's
-#: recorded stds lie within a factor of 1.3 of their rollouts' (100 vs 20 episodes).
-STD_TOLERANCE = 2.0
-_STD_FLOOR = 1e-12
-
-
-def _std_disagreement(declared: np.ndarray, measured: np.ndarray) -> list[int]:
-    """Features whose declared std is not within :data:`STD_TOLERANCE` of the measured one."""
-    hi, lo = np.maximum(declared, measured), np.minimum(declared, measured)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ok = (hi <= _STD_FLOOR) | ((lo > 0) & (hi / np.where(lo > 0, lo, 1.0) <= STD_TOLERANCE))
-    return [int(i) for i in np.flatnonzero(~ok)]
 
 
 def _scale(
@@ -282,7 +268,7 @@ def _scale(
         problem = f"the policy's recorded observation statistics are malformed ({exc})"
     else:
         declared = np.asarray(stats["std"], dtype=np.float64)
-        bad = _std_disagreement(declared, measured)
+        bad = std_disagreement(declared, measured)
         if not bad:
             return declared, (
                 f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "

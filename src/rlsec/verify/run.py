@@ -21,9 +21,12 @@ import gymnasium as gym
 import numpy as np
 
 from rlsec import _inputs
-from rlsec.envs import check_env_id, check_policy_env, make
+from rlsec.core import Finding, Severity, Surface
+from rlsec.envs import check_env_id, check_policy_env, make, make_vec
 from rlsec.envs import unsafe_no_sandbox as _no_sandbox
-from rlsec.errors import ConfigError, ModelError
+from rlsec.errors import ConfigError, ModelError, PolicyLoadError
+from rlsec.policies.native import check_observation_stats
+from rlsec.stats import STD_TOLERANCE, RunningMoments, env_seed, std_disagreement
 from rlsec.verify._worker import request, require_storm
 from rlsec.verify.budget import Budget, check_text
 from rlsec.verify.counterexample import counterexample, render_grid
@@ -249,6 +252,74 @@ def _rollout_states(policy: Any, env_id: str, n: int, seed: int) -> np.ndarray:
     return np.stack(rows)
 
 
+#: the clean episodes, and their seed, whose observations measure the std ``std`` units use:
+#: the campaign's calibration (:data:`rlsec.evaluate.campaign.CALIBRATION_EPISODES`), so a
+#: radius in std units means what ε does there
+CALIBRATION_EPISODES = 20
+CALIBRATION_SEED = 20261125
+
+
+def _calibration_std(policy: Any, env_id: str) -> tuple[np.ndarray, int]:
+    """Per-feature std of the observations of the first episode of each of
+    :data:`CALIBRATION_EPISODES` vector-env rows, and how many observations that was."""
+    venv = make_vec(env_id, CALIBRATION_EPISODES)
+    try:
+        obs, _ = venv.reset(seed=env_seed(CALIBRATION_SEED))
+        active = np.ones(CALIBRATION_EPISODES, dtype=bool)
+        moments = RunningMoments(int(np.prod(policy.observation_space.shape)))
+        while active.any():
+            moments.update(np.asarray(obs, dtype=np.float64)[active].reshape(int(active.sum()), -1))
+            obs, _, term, trunc, _ = venv.step(policy.act(np.asarray(obs)))
+            active &= ~(np.asarray(term) | np.asarray(trunc))
+    finally:
+        venv.close()
+    return moments.std, moments.n
+
+
+def _std_scale(policy: Any, env_id: str, findings: list[dict[str, Any]]) -> tuple[np.ndarray, str]:
+    """The per-feature std that ``std`` units mean: the policy's recorded clean observation
+    std when it agrees, within :data:`rlsec.stats.STD_TOLERANCE` on every feature, with the
+    std of the clean states the certificate is computed on; else those states' own std, and
+    the disagreement is a finding. The artefact under test does not choose its yardstick: a
+    recorded std of 1e-30 would turn every raw radius into an enormous certified one."""
+    measured, n = _calibration_std(policy, env_id)
+    source = (
+        f"the calibration rollout ({CALIBRATION_EPISODES} clean episodes, seed "
+        f"{CALIBRATION_SEED}, {n} observations)"
+    )
+    stats = getattr(getattr(policy, "info", None), "observation_stats", None)
+    if stats is None:
+        return measured, source
+    evidence: dict[str, Any] = {"tolerance": STD_TOLERANCE, "measured_std": measured.tolist()}
+    try:
+        check_observation_stats(stats, policy.observation_space)
+    except PolicyLoadError as exc:
+        problem = f"the policy's recorded observation statistics are malformed ({exc})"
+    else:
+        declared = np.asarray(stats["std"], dtype=np.float64).reshape(-1)
+        bad = std_disagreement(declared, measured)
+        if not bad:
+            return declared, (
+                f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "
+                f"of {source} on every feature"
+            )
+        evidence.update(declared_std=declared.tolist(), features=bad)
+        problem = (
+            f"the policy's recorded clean observation std disagrees with {source} beyond a "
+            f"factor of {STD_TOLERANCE:g} on features {bad[:20]}"
+        )
+    findings.append(
+        Finding(
+            severity=Severity.MEDIUM,
+            surface=Surface.OBSERVATION,
+            message=f"{problem}; radii in std units use the measured std instead",
+            detector="eps-scale-check",
+            evidence=evidence,
+        ).to_dict()
+    )
+    return measured, f"{source}; the policy spec's std was not used: {problem}"
+
+
 def certify(
     *,
     policy: Any,
@@ -298,15 +369,13 @@ def certify(
         if not isinstance(space, gym.spaces.Box):
             raise ConfigError(f"certification needs feature-vector (Box) observations, got {space}")
         check_policy_env(pol, env_id)
-        scale: np.ndarray | None = None
-        if eps_unit == "std":
-            stats = getattr(pol.info, "observation_stats", None)
-            if not isinstance(stats, dict) or "std" not in stats:
-                raise ConfigError("--eps-unit std needs the policy's clean observation statistics")
-            scale = np.asarray(stats["std"], dtype=np.float64)
+        obs = _rollout_states(pol, env_id, states, seed)
+        findings: list[dict[str, Any]] = []
+        scale, scale_source = (
+            _std_scale(pol, env_id, findings) if eps_unit == "std" else (None, "raw")
+        )
         _inputs.raw_budgets("eps (doubled: the largest radius searched)", [2 * max(levels)], scale)
         _inputs.raw_budgets("sigma", [sigma], scale)
-        obs = _rollout_states(pol, env_id, states, seed)
     t0 = time.perf_counter()
     if method == "smoothing":
         from rlsec.verify.smoothing import SmoothedPolicy
@@ -330,6 +399,8 @@ def certify(
     return {
         "method": method,
         "eps_unit": eps_unit,
+        "scale_source": scale_source,
+        "findings": findings,
         "norm": norm,
         "policy": _policy_doc(pol),
         "env_id": env_id,
