@@ -20,16 +20,12 @@ from rlsec.attacks.data import (
     DataAttack,
     FlipData,
     NoiseData,
-    PoisonRecord,
-    ReplayPoisoner,
     TargetActionData,
-    TransitionDataset,
-    Transitions,
-    collect_dataset,
-    fitted_q,
     make_data_attack,
-    poison_dataset,
 )
+from rlsec.attacks.offline import collect_dataset, poison_dataset
+from rlsec.attacks.replay import ReplayPoisoner
+from rlsec.attacks.transitions import PoisonRecord, TransitionDataset, Transitions
 from rlsec.core import Severity, Surface, ThreatModel
 from rlsec.defenses.monitors import IntegrityMonitor
 from rlsec.errors import (
@@ -40,6 +36,7 @@ from rlsec.errors import (
     UnknownAttack,
     UnsafeArtifact,
 )
+from rlsec.evaluate.data import fitted_q
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 ACT = gym.spaces.Discrete(3)
