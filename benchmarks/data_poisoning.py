@@ -56,18 +56,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlsec.attacks.data import (
-    DataAttack,
-    collect_dataset,
-    data_damage,
-    fitted_q,
-    make_data_attack,
-    poison_dataset,
-)
+from rlsec.attacks.data import DataAttack, make_data_attack
+from rlsec.attacks.offline import collect_dataset, poison_dataset
 from rlsec.defenses import TrainConfig, train_policy
 from rlsec.defenses.monitors import IntegrityMonitor
 from rlsec.defenses.training import shipped_thresholds
 from rlsec.errors import IntegrityViolation
+from rlsec.evaluate.data import data_damage, fitted_q
 from rlsec.policies import load_policy
 
 ENV = "CartPole-v1"
