@@ -2,7 +2,7 @@
 """Damage of parameter tampering on the reference CartPole policies: mean return per budget.
 
 For zoo:cartpole-ppo and zoo:cartpole-dqn, tampers with the actor's stored weights and plays
-the tampered policy (rlsec.attacks.parameters.parameter_damage):
+the tampered policy (rlsec.evaluate.parameters.parameter_damage):
 
 * noise-params-v1 and pgd-params-v1: every tensor moved within a linf ball of ε standard
   deviations of its own entries (uniformly at random, or by projected gradient ascent on the
@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from rlsec.attacks.parameters import ParameterAttack, make_parameter_attack, parameter_damage
+from rlsec.attacks.parameters import ParameterAttack, make_parameter_attack
+from rlsec.evaluate.parameters import parameter_damage
 from rlsec.policies import load_policy
 
 EPSILONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

@@ -1,15 +1,17 @@
 """Attacks on the parameters surface: the adversary rewrites a trained policy's stored weights.
 
 The threat: someone with write access to the weights at rest (a model store, a shared disk,
-a deployment bucket, a faulty memory) changes them before the policy is loaded. The attacks
-here measure how much damage a given budget buys:
+a deployment bucket, a faulty memory) changes them before the policy is loaded, either the
+deployed artifact (phase ``deployment``) or a checkpoint between training runs (phase
+``training``). The attacks here measure how much damage a given budget buys:
 
 * :class:`NoiseParameters` (``noise-params-v1``): a random perturbation of every weight tensor
   inside its own ε-ball, the baseline.
 * :class:`GradientParameters` (``pgd-params-v1``): projected gradient ascent on the weights,
   inside the same balls, maximising the action divergence on probe observations.
 * :class:`BitFlipParameters` (``bitflip-params-v1``): exactly ``k`` flipped bits of the
-  stored float32 weights, at random or chosen by a progressive bit search (Rakin et al. 2019).
+  stored float32 weights, at random or chosen by a progressive bit search (Rakin et al. 2019;
+  the search is :mod:`rlsec.attacks._bit_search`).
 
 Budgets. The ball attacks bound each tensor ``t`` separately: ``|δ_i| <= ε·s_t`` (``linf``) or
 ``‖δ / s_t‖_2 <= ε`` (``l2``), where ``s_t`` is the standard deviation of the clean tensor's
@@ -24,16 +26,9 @@ untouched. :meth:`ParameterAttack.tamper` validates, calls the method's pure cor
 (``_tamper``), projects the result into the budget, rebuilds the policy and then checks the
 rebuilt policy's weights against the clean ones, raising
 :class:`~rlsec.errors.BudgetViolation` if any tensor left its ball or the bit count is not
-exactly ``k``. :func:`tamper_directory` writes a tampered copy of a native policy directory;
-:func:`parameter_damage` measures clean against tampered returns.
-
-Non-finite outputs. Flipping an exponent bit can make a weight huge, infinite or NaN, and the
-network's outputs with it. :meth:`TorchPolicy.act <rlsec.policies.TorchPolicy.act>` does not
-guard against that: torch's ``argmax`` picks a NaN entry as the maximum, and a NaN continuous
-action is passed to the environment. The evaluation here uses an explicit rule instead
-(:func:`act_with_fallback`): NaN logits or Q-values never win (a row of nothing but NaN or
--inf takes the first action), a NaN continuous action becomes 0 clipped into the bounds and
-an infinite one the bound; the rows this happens on are counted and reported.
+exactly ``k``. :func:`probe_observations` collects the states gradient attacks optimise on;
+:func:`tamper_directory` writes a tampered copy of a native policy directory. The damage
+evaluation (clean against tampered returns) is :mod:`rlsec.evaluate.parameters`.
 
 Example:
     >>> import gymnasium as gym, numpy as np, torch
@@ -54,19 +49,15 @@ import hashlib
 import json
 import math
 import os
-import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
-import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
-from rlsec.attacks._optim import Objective, action_divergence
+from rlsec.attacks._bit_search import apply_flips, bit_search, random_flips
+from rlsec.attacks._weights import ACTOR, BITS, Progress, Weights, WorkingCopy, float_bits
 from rlsec.core import Attack, Policy, Surface, ThreatModel
 from rlsec.errors import (
     AttackNotApplicable,
@@ -77,11 +68,6 @@ from rlsec.errors import (
     UnknownAttack,
 )
 from rlsec.policies.base import PolicyInfo, TorchPolicy
-from rlsec.policies.network import PolicyNetwork
-from rlsec.policies.spaces import box_span
-
-if TYPE_CHECKING:
-    from rlsec.attacks.rollout import EpisodeStats
 
 __all__ = [
     "DEFAULT_PARAMETER_BITS",
@@ -91,10 +77,8 @@ __all__ = [
     "GradientParameters",
     "NoiseParameters",
     "ParameterAttack",
-    "act_with_fallback",
     "default_parameter_attacks",
     "make_parameter_attack",
-    "parameter_damage",
     "probe_observations",
     "tamper_directory",
 ]
@@ -102,59 +86,7 @@ __all__ = [
 #: MITRE ATLAS AML.T0018.000, Manipulate AI Model: Poison AI Model ("manipulate an AI model's
 #: weights to change its behavior or performance").
 _POISON_MODEL = "AML.T0018.000"
-_ACTOR = "policy."  # the actor's tensors in a PolicyNetwork's state dict
-_BITS = 32
 _SCOPES = ("actor", "all")
-_PROBE_SEED = 20261125  # the attacker's probe, collected by parameter_damage
-_HELD_OUT_SEED = _PROBE_SEED + 1  # the held-out probe the damage is measured on
-
-_Weights = dict[str, torch.Tensor]
-_Progress = Callable[[float], None]
-
-
-# -- the explicit decoding of non-finite outputs ----------------------------------------------
-def _decode_with_fallback(policy: TorchPolicy, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Actions for actor outputs under the non-finite rule, and the rows it applied to."""
-    bad = (~torch.isfinite(out)).reshape(out.shape[0], -1).any(dim=1).numpy()
-    if bad.any():
-        if isinstance(policy.action_space, gym.spaces.Box):
-            out = torch.nan_to_num(out, nan=0.0)  # ±inf become ±float max, clipped to bounds
-        elif not isinstance(policy.action_space, gym.spaces.MultiBinary):  # NaN > 0 is False
-            out = torch.where(torch.isnan(out), torch.tensor(-math.inf), out)
-    return policy.decode(out), bad
-
-
-def act_with_fallback(
-    policy: TorchPolicy, observations: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Actions of ``policy`` under the explicit non-finite rule, and which rows needed it.
-
-    Rows whose actor output holds a NaN or an infinity are decoded as follows: discrete
-    (``logits`` or ``q_values``): NaN entries never win the argmax, an infinite entry wins as
-    usual, and a row (or MultiDiscrete segment) of nothing but NaN and -inf takes its first
-    action; MultiBinary: a NaN entry is 0; continuous: NaN becomes 0 and ±inf the largest
-    float, then clipped into the bounds as usual. Finite rows decode exactly as
-    :meth:`TorchPolicy.act <rlsec.policies.TorchPolicy.act>`.
-
-    Returns:
-        ``(actions, nonfinite)``: the actions, and a boolean mask of the rows whose output was
-        not finite.
-
-    Example:
-        >>> import gymnasium as gym, numpy as np, torch
-        >>> lin = torch.nn.Linear(1, 3)
-        >>> with torch.no_grad():
-        ...     _ = lin.weight.copy_(torch.tensor([[float("nan")], [1.0], [2.0]]))
-        ...     _ = lin.bias.zero_()
-        >>> p = TorchPolicy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(3), lin, "logits")
-        >>> a, bad = act_with_fallback(p, np.ones((1, 1), np.float32))
-        >>> int(p.act(np.ones((1, 1), np.float32))[0]), int(a[0]), bool(bad[0])
-        (0, 2, True)
-    """
-    x = policy.as_batch(observations)
-    with torch.no_grad():
-        out = policy.torch_module()(torch.from_numpy(x))
-    return _decode_with_fallback(policy, out)
 
 
 # -- probe observations -----------------------------------------------------------------------
@@ -209,47 +141,6 @@ def probe_observations(
         np.random.default_rng(int(seed)).choice(len(pool), min(int(n), len(pool)), False)
     )
     return np.ascontiguousarray(pool[pick])
-
-
-# -- the working copy of a network that the optimising attacks move --------------------------
-class _Work:
-    """A private copy of a policy's network: set weights, run the actor, take gradients."""
-
-    def __init__(self, policy: TorchPolicy) -> None:
-        assert policy.network is not None
-        self.policy = policy
-        self.net: PolicyNetwork = copy.deepcopy(policy.network)
-        self.params = dict(self.net.named_parameters())
-        self.head = self.net.actor()
-        width = int(self.net.out_dim)
-        # The actor's outputs seen as "observations" of a policy whose module is the identity:
-        # action_divergence on it measures the divergence of given outputs.
-        self.outputs = TorchPolicy(
-            gym.spaces.Box(-np.inf, np.inf, (width,), np.float32),
-            policy.action_space,
-            nn.Identity(),
-            policy.output,
-            info=PolicyInfo(source="<actor outputs>", sha256="", format="torch"),
-        )
-
-    def set(self, values: Mapping[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, v in values.items():
-                self.params[name].copy_(v)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return cast(torch.Tensor, self.head(x))
-
-    def divergence(self, clean: torch.Tensor, kind: str) -> Objective:
-        return action_divergence(self.outputs, clean, kind)
-
-
-def _saturate(d: torch.Tensor) -> torch.Tensor:
-    """``d / (1 + d)`` per row, 1 where ``d`` is not finite: bounded, so no single row (or
-    an overflowing one) dominates the mean, and a row grows until its action has changed."""
-    finite = torch.isfinite(d)
-    safe = torch.where(finite, d, torch.zeros_like(d)).clamp_min(0.0)
-    return torch.where(finite, safe / (1.0 + safe), torch.ones_like(d))
 
 
 # -- the attacks ------------------------------------------------------------------------------
@@ -355,7 +246,7 @@ class ParameterAttack(Attack):
         rng: np.random.Generator,
         probe: np.ndarray | None = None,
         env_id: str | None = None,
-        progress: _Progress | None = None,
+        progress: Progress | None = None,
     ) -> TorchPolicy:
         """A new policy with tampered weights; ``policy`` is left untouched.
 
@@ -378,7 +269,7 @@ class ParameterAttack(Attack):
         pol = cast(TorchPolicy, policy)
         assert pol.network is not None
         clean = {n: p.detach().clone() for n, p in pol.network.named_parameters()}
-        chosen = {n: t for n, t in clean.items() if self.tensors == "all" or n.startswith(_ACTOR)}
+        chosen = {n: t for n, t in clean.items() if self.tensors == "all" or n.startswith(ACTOR)}
         self._prepare(chosen)
         x = self._probe(pol, probe, env_id, rng) if self.needs_probe else None
         candidate = self._tamper(pol, chosen, x, rng, progress)
@@ -410,26 +301,26 @@ class ParameterAttack(Attack):
             raise ConfigError(f"{self.id} needs at least one probe observation, got none")
         return torch.from_numpy(x)
 
-    def _prepare(self, chosen: _Weights) -> None:
+    def _prepare(self, chosen: Weights) -> None:
         """Hook: per-policy set-up (budget scales); raise :class:`InvalidBudget` if the budget
         cannot be spent on these tensors."""
 
     def _tamper(
         self,
         policy: TorchPolicy,
-        weights: _Weights,
+        weights: Weights,
         probe: torch.Tensor | None,
         rng: np.random.Generator,
-        progress: _Progress | None,
-    ) -> _Weights:
+        progress: Progress | None,
+    ) -> Weights:
         """Pure core: candidate values for the chosen tensors (float32, same shapes)."""
         raise NotImplementedError
 
-    def _project(self, clean: _Weights, candidate: _Weights) -> _Weights:
+    def _project(self, clean: Weights, candidate: Weights) -> Weights:
         """Hook: bring the candidate back into the budget (identity by default)."""
         return candidate
 
-    def _check(self, clean: _Weights, after: _Weights, chosen: set[str]) -> None:
+    def _check(self, clean: Weights, after: Weights, chosen: set[str]) -> None:
         """Raise :class:`BudgetViolation` unless ``after`` is within budget of ``clean``."""
         if set(after) != set(clean):
             raise BudgetViolation(
@@ -441,18 +332,14 @@ class ParameterAttack(Attack):
                     f"tensor {name!r} changed shape or dtype: expected "
                     f"{tuple(clean[name].shape)} float32, got {tuple(t.shape)} {t.dtype}"
                 )
-            if name not in chosen and not _bits(t).tobytes() == _bits(clean[name]).tobytes():
+            if (
+                name not in chosen
+                and not float_bits(t).tobytes() == float_bits(clean[name]).tobytes()
+            ):
                 raise BudgetViolation(f"tensor {name!r} is outside the attack's scope but changed")
 
 
-def _bits(t: torch.Tensor) -> np.ndarray:
-    """The float32 bit patterns of a tensor, flattened (a copy)."""
-    return (
-        t.detach().cpu().contiguous().numpy().astype(np.float32, copy=True).view(np.uint32).ravel()
-    )
-
-
-def _rebuild(policy: TorchPolicy, values: _Weights, attack: ParameterAttack) -> TorchPolicy:
+def _rebuild(policy: TorchPolicy, values: Weights, attack: ParameterAttack) -> TorchPolicy:
     """A new policy: ``policy``'s network (deep-copied) with ``values`` written into it."""
     assert policy.network is not None
     net = copy.deepcopy(policy.network)
@@ -498,19 +385,19 @@ class _BallAttack(ParameterAttack):
     def _evidence(self) -> dict[str, Any]:
         return {"scales": dict(self.scales)}
 
-    def _scale_of(self, clean: _Weights) -> dict[str, float]:
+    def _scale_of(self, clean: Weights) -> dict[str, float]:
         if self.threat_model.unit == "raw":
             return {n: 1.0 for n in clean}
         return {
             n: float(t.double().std(unbiased=False)) if t.numel() else 0.0 for n, t in clean.items()
         }
 
-    def _prepare(self, chosen: _Weights) -> None:
+    def _prepare(self, chosen: Weights) -> None:
         self.scales = self._scale_of(chosen)
 
-    def _project(self, clean: _Weights, candidate: _Weights) -> _Weights:
+    def _project(self, clean: Weights, candidate: Weights) -> Weights:
         eps, norm = self.threat_model.epsilon, self.threat_model.norm
-        out: _Weights = {}
+        out: Weights = {}
         for name, w0t in clean.items():
             w0 = w0t.numpy().astype(np.float32)
             w = w0.astype(np.float64)
@@ -535,7 +422,7 @@ class _BallAttack(ParameterAttack):
             out[name] = torch.from_numpy(np.ascontiguousarray(x))
         return out
 
-    def _check(self, clean: _Weights, after: _Weights, chosen: set[str]) -> None:
+    def _check(self, clean: Weights, after: Weights, chosen: set[str]) -> None:
         super()._check(clean, after, chosen)
         eps, norm = self.threat_model.epsilon, self.threat_model.norm
         for name in chosen:
@@ -588,11 +475,11 @@ class NoiseParameters(_BallAttack):
     def _tamper(
         self,
         policy: TorchPolicy,
-        weights: _Weights,
+        weights: Weights,
         probe: torch.Tensor | None,
         rng: np.random.Generator,
-        progress: _Progress | None,
-    ) -> _Weights:
+        progress: Progress | None,
+    ) -> Weights:
         eps = self.threat_model.epsilon
         return {
             n: torch.from_numpy(
@@ -672,15 +559,15 @@ class GradientParameters(_BallAttack):
     def _tamper(
         self,
         policy: TorchPolicy,
-        weights: _Weights,
+        weights: Weights,
         probe: torch.Tensor | None,
         rng: np.random.Generator,
-        progress: _Progress | None,
-    ) -> _Weights:
+        progress: Progress | None,
+    ) -> Weights:
         assert probe is not None
         eps, linf = self.threat_model.epsilon, self.threat_model.norm == "linf"
-        work = _Work(policy)
-        names = [n for n in weights if n.startswith(_ACTOR)]
+        work = WorkingCopy(policy)
+        names = [n for n in weights if n.startswith(ACTOR)]
         w0 = {n: weights[n].double() for n in names}
         r = {n: eps * self.scales[n] for n in names}
         with torch.no_grad():
@@ -810,15 +697,15 @@ class BitFlipParameters(ParameterAttack):
     def _evidence(self) -> dict[str, Any]:
         return {"flips": [list(f) for f in self.flips]}
 
-    def _prepare(self, chosen: _Weights) -> None:
-        total = _BITS * sum(t.numel() for t in chosen.values())
+    def _prepare(self, chosen: Weights) -> None:
+        total = BITS * sum(t.numel() for t in chosen.values())
         if self.k > total:
             raise InvalidBudget(
                 f"{self.id} cannot flip k={self.k} distinct bits: the chosen tensors hold "
                 f"{total} bits"
             )
         if self.mode == "targeted" and self.k > 0:
-            actor_bits = _BITS * sum(t.numel() for n, t in chosen.items() if n.startswith(_ACTOR))
+            actor_bits = BITS * sum(t.numel() for n, t in chosen.items() if n.startswith(ACTOR))
             if self.k > actor_bits:
                 raise InvalidBudget(
                     f"the targeted search flips actor bits only; k={self.k} exceeds the "
@@ -828,218 +715,30 @@ class BitFlipParameters(ParameterAttack):
     def _tamper(
         self,
         policy: TorchPolicy,
-        weights: _Weights,
+        weights: Weights,
         probe: torch.Tensor | None,
         rng: np.random.Generator,
-        progress: _Progress | None,
-    ) -> _Weights:
+        progress: Progress | None,
+    ) -> Weights:
         self.flips = []
         if self.k == 0:
             return dict(weights)
         if self.mode == "random":
-            self.flips = _random_flips(weights, self.k, rng)
+            self.flips = random_flips(weights, self.k, rng)
         else:
             assert probe is not None
-            self.flips = _bit_search(policy, weights, probe, self.k, self.candidates, progress)
-        return _apply_flips(weights, self.flips)
+            self.flips = bit_search(policy, weights, probe, self.k, self.candidates, progress)
+        return apply_flips(weights, self.flips)
 
-    def _check(self, clean: _Weights, after: _Weights, chosen: set[str]) -> None:
+    def _check(self, clean: Weights, after: Weights, chosen: set[str]) -> None:
         super()._check(clean, after, chosen)
         flipped = sum(
-            int(np.bitwise_count(_bits(after[n]) ^ _bits(clean[n])).sum()) for n in chosen
+            int(np.bitwise_count(float_bits(after[n]) ^ float_bits(clean[n])).sum()) for n in chosen
         )
         if flipped != self.k:
             raise BudgetViolation(
                 f"expected exactly k={self.k} flipped bits in the stored weights, got {flipped}"
             )
-
-
-def _random_flips(
-    weights: _Weights, k: int, rng: np.random.Generator
-) -> list[tuple[str, int, int]]:
-    names = list(weights)
-    sizes = np.array([weights[n].numel() for n in names], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    positions = np.sort(rng.choice(int(starts[-1]) * _BITS, size=k, replace=False))
-    out = []
-    for pos in positions.tolist():
-        element, bit = divmod(int(pos), _BITS)
-        t = int(np.searchsorted(starts, element, side="right")) - 1
-        out.append((names[t], element - int(starts[t]), bit))
-    return out
-
-
-def _apply_flips(weights: _Weights, flips: Sequence[tuple[str, int, int]]) -> _Weights:
-    out = {n: _bits(t).copy() for n, t in weights.items()}
-    for name, index, bit in flips:
-        out[name][index] ^= np.uint32(1 << bit)
-    return {
-        n: torch.from_numpy(out[n].view(np.float32).reshape(tuple(weights[n].shape)))
-        for n in weights
-    }
-
-
-def _flip_values(value: float) -> torch.Tensor:
-    """The 32 float32 values one bit flip away from ``value`` (bit ``b`` at index ``b``)."""
-    u = np.full(_BITS, np.float32(value)).view(np.uint32)
-    u ^= np.left_shift(np.uint32(1), np.arange(_BITS, dtype=np.uint32))
-    return torch.from_numpy(u.view(np.float32).copy())
-
-
-def _bit_search(
-    policy: TorchPolicy,
-    weights: _Weights,
-    probe: torch.Tensor,
-    k: int,
-    candidates: int,
-    progress: _Progress | None,
-) -> list[tuple[str, int, int]]:
-    """Progressive bit search: ``k`` rounds, each keeping the single best flip found among
-    the bits of the top-gradient actor weights. Scores are exact: for all 32 flips of a weight
-    at once, the actor is re-run from the changed layer on, from the recorded layer inputs."""
-    work = _Work(policy)
-    work.set(weights)
-    names = [n for n in weights if n.startswith(_ACTOR)]
-    block = work.net.policy
-    with torch.no_grad():
-        clean = work.forward(probe)
-    variants = work.divergence(clean.repeat(_BITS, *([1] * (clean.dim() - 1))), "ce")
-    span = (
-        torch.as_tensor(box_span(policy.action_space), dtype=torch.float32)
-        if isinstance(policy.action_space, gym.spaces.Box)
-        else None
-    )
-    inputs: dict[int, torch.Tensor] = {}
-    record = False
-
-    def remember(i: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
-        def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            if record:
-                inputs[i] = args[0].detach()
-
-        return hook
-
-    hooks = [
-        m.register_forward_pre_hook(remember(i))
-        for i, m in enumerate(block)
-        if isinstance(m, nn.Linear)
-    ]
-    flipped: set[tuple[str, int, int]] = set()
-    out: list[tuple[str, int, int]] = []
-    try:
-        for round_ in range(k):
-            ranking = _rank(work, names, probe, clean, span)
-            record = True
-            with torch.no_grad():
-                work.forward(probe)  # record every Linear layer's input on the whole probe
-            record = False
-            best: tuple[float, str, int, int] | None = None
-            tried = 0
-            for name, index in ranking:
-                taken = [bit for bit in range(_BITS) if (name, index, bit) in flipped]
-                if len(taken) == _BITS:
-                    continue
-                scores = _score_flips(block, inputs, name, index, variants)
-                scores[taken] = -math.inf
-                scores = torch.nan_to_num(scores, nan=-math.inf)
-                bit = int(torch.argmax(scores))
-                if best is None or float(scores[bit]) > best[0]:
-                    best = (float(scores[bit]), name, index, bit)
-                tried += 1
-                if tried == candidates:
-                    break
-            assert best is not None  # k <= the actor's bits, checked before
-            _, name, index, bit = best
-            flipped.add((name, index, bit))
-            out.append((name, index, bit))
-            flat = work.params[name].data.view(-1)
-            flat[index] = _flip_values(float(flat[index]))[bit]
-            if progress is not None:
-                progress((round_ + 1) / k)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out
-
-
-def _rank(
-    work: _Work,
-    names: list[str],
-    probe: torch.Tensor,
-    clean: torch.Tensor,
-    span: torch.Tensor | None,
-) -> list[tuple[str, int]]:
-    """Actor weights by decreasing magnitude of the loss gradient (ties in tensor order)."""
-    params = [work.params[n] for n in names]
-    grads: Sequence[torch.Tensor | None] = [None] * len(params)
-    with torch.no_grad():
-        finite = torch.isfinite(work.forward(probe)).reshape(probe.shape[0], -1).all(dim=1)
-    if finite.any():
-        # Only rows whose output is finite: one NaN row would poison every gradient.
-        rows = probe[finite]
-        objective = work.divergence(clean[finite], "ce")
-        with torch.enable_grad():
-            for p in params:
-                p.requires_grad_(True)
-            try:
-                score = _saturate(objective(work.forward(rows))[0]).sum()
-                grads = torch.autograd.grad(score, params, allow_unused=True)
-                if not any(g is not None and bool((g != 0).any()) for g in grads):
-                    outputs = work.forward(rows).flatten(1)
-                    if span is not None:
-                        outputs = outputs / span
-                    grads = torch.autograd.grad(outputs.abs().sum(), params, allow_unused=True)
-            finally:
-                for p in params:
-                    p.requires_grad_(False)
-    mags = torch.cat(
-        [
-            torch.zeros(p.numel())
-            if g is None
-            else torch.nan_to_num(g.detach().abs().reshape(-1), nan=0.0)
-            for g, p in zip(grads, params, strict=True)
-        ]
-    )
-    order = torch.argsort(mags, descending=True, stable=True).tolist()
-    starts = np.cumsum([0] + [p.numel() for p in params])
-    ranked = []
-    for flat in order:
-        t = int(np.searchsorted(starts, flat, side="right")) - 1
-        ranked.append((names[t], flat - int(starts[t])))
-    return ranked
-
-
-def _score_flips(
-    block: nn.Sequential,
-    inputs: dict[int, torch.Tensor],
-    name: str,
-    index: int,
-    variants: Objective,
-) -> torch.Tensor:
-    """The probe loss after each of the 32 single-bit flips of one actor weight."""
-    _, layer, kind = name.split(".")
-    i = int(layer)
-    lin = block[i]
-    assert isinstance(lin, nn.Linear)
-    with torch.no_grad():
-        x = inputs[i]
-        b = x.shape[0]
-        base = lin(x)
-        if kind == "weight":
-            j, col = divmod(index, lin.in_features)
-            rows = lin.weight[j].unsqueeze(0).repeat(_BITS, 1)
-            rows[:, col] = _flip_values(float(lin.weight[j, col]))
-            new = x @ rows.T + lin.bias[j]  # (B, 32)
-        else:
-            j = index
-            new = (x @ lin.weight[j]).unsqueeze(1) + _flip_values(float(lin.bias[j])).unsqueeze(0)
-        h = base.unsqueeze(0).repeat(_BITS, 1, 1)
-        h[:, :, j] = new.T
-        h = h.reshape(_BITS * b, -1)
-        for m in list(block)[i + 1 :]:
-            h = m(h)
-        d = variants(h)[0].reshape(_BITS, b)
-        return _saturate(d).mean(dim=1)
 
 
 # -- registry --------------------------------------------------------------------------------
@@ -1169,260 +868,3 @@ def tamper_directory(
         spec_bytes = (json.dumps(spec, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
     write_policy_dir(dst, weights, spec_bytes)
     return dst
-
-
-# -- damage ----------------------------------------------------------------------------------
-class _Watched:
-    """A tampered policy as the rollout sees it: actions under the non-finite rule, with the
-    steps whose output was not finite and those whose action differs from the clean policy's
-    counted on the way."""
-
-    def __init__(self, tampered: TorchPolicy, clean: Policy) -> None:
-        self.tampered = tampered
-        self.clean = clean
-        space = tampered.action_space
-        self.span = box_span(space) if isinstance(space, gym.spaces.Box) else None
-        self.steps = self.nonfinite = self.changed = 0
-        self.shift = 0.0
-
-    @property
-    def observation_space(self) -> gym.Space[Any]:
-        return self.tampered.observation_space
-
-    @property
-    def action_space(self) -> gym.Space[Any]:
-        return self.tampered.action_space
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        from rlsec.attacks.rollout import CHANGE_TOLERANCE
-
-        a, bad = act_with_fallback(self.tampered, observations)
-        ref = self.clean.act(observations)
-        n = len(a)
-        self.steps += n
-        self.nonfinite += int(bad.sum())
-        if self.span is not None:
-            d = np.abs(a.reshape(n, -1).astype(np.float64) - ref.reshape(n, -1)) / self.span
-            moved = d.max(axis=1) if d.shape[1] else np.zeros(n)
-            self.changed += int((moved > CHANGE_TOLERANCE).sum())
-            self.shift += float(moved.sum())
-        else:
-            self.changed += int((a.reshape(n, -1) != ref.reshape(n, -1)).any(axis=1).sum())
-        return a
-
-
-def _env_seed(seed: int) -> int:
-    from rlsec.stats import env_seed  # the campaign's: the same clean episodes
-
-    return env_seed(seed)
-
-
-def _summary(stats: Sequence[EpisodeStats]) -> dict[str, Any]:
-    from rlsec.stats import summarize_returns
-
-    return summarize_returns(
-        np.concatenate([s.returns for s in stats]), np.concatenate([s.lengths for s in stats])
-    )
-
-
-def _probe_damage(
-    tampered: TorchPolicy, clean_actions: np.ndarray, held_out: np.ndarray
-) -> tuple[float, float]:
-    """Fraction of held-out probe states whose action changed, and whose output is not
-    finite (continuous actions: changed by more than the rollout's tolerance)."""
-    from rlsec.attacks.rollout import CHANGE_TOLERANCE
-
-    a, bad = act_with_fallback(tampered, held_out)
-    n = len(a)
-    space = tampered.action_space
-    if isinstance(space, gym.spaces.Box):
-        d = np.abs(a.reshape(n, -1).astype(np.float64) - clean_actions.reshape(n, -1))
-        changed = (d / box_span(space)).max(axis=1) > CHANGE_TOLERANCE
-    else:
-        changed = (a.reshape(n, -1) != clean_actions.reshape(n, -1)).any(axis=1)
-    return float(changed.mean()), float(bad.mean())
-
-
-def _relay(report: Callable[[str, float], None], label: str) -> _Progress:
-    return lambda fraction: report(label, fraction)
-
-
-def _attack_rng(seed: int, attack: ParameterAttack, index: int) -> np.random.Generator:
-    key = zlib.crc32(json.dumps(attack.describe(), sort_keys=True).encode())
-    return np.random.default_rng(np.random.SeedSequence([seed, key, index]))
-
-
-def parameter_damage(
-    policy: TorchPolicy,
-    env_id: str | None = None,
-    attacks: Sequence[ParameterAttack] | None = None,
-    *,
-    episodes: int = 20,
-    seeds: Sequence[int] = (0,),
-    num_envs: int = 16,
-    probe: np.ndarray | None = None,
-    probe_size: int = 256,
-    progress: Callable[[str, float], None] | None = None,
-) -> dict[str, Any]:
-    """Clean against tampered returns for each parameter attack and budget.
-
-    For every attack and seed the policy is tampered once (its random draws seeded by the
-    seed, the attack's description and its position in ``attacks``), then played for
-    ``episodes`` episodes on the same environment seeds as the clean runs. Gradient attacks
-    optimise on ``probe`` (default: ``probe_size`` observations of the clean policy,
-    collected with a fixed seed); the probe metrics are measured on a held-out set of as many
-    states, collected with another fixed seed. Tampered policies act under the explicit
-    non-finite rule of :func:`act_with_fallback`.
-
-    Returns:
-        A dict in the shape of ``results.json`` (``docs/results.md``) with ``kind``
-        ``parameter-damage``: ``clean`` and one row per attack and budget in ``results``, with
-        ``surface: "parameters"``, ``label``, the return statistics, ``action_change_rate``
-        and ``mean_action_shift`` (over the tampered episodes' steps, against the clean
-        policy's action on the same observation), ``nonfinite_outputs`` (fraction of those
-        steps whose output was not finite), ``probe_action_change_rate`` and
-        ``probe_nonfinite_outputs`` (on the held-out probe, averaged over seeds), and
-        ``per_seed`` with the tampered weights' digest.
-
-    Raises:
-        ConfigError, UnknownEnv, SpaceMismatch, AttackNotApplicable: before anything runs.
-    """
-    from rlsec._version import __version__
-    from rlsec.attacks.rollout import rollout
-    from rlsec.envs import check_policy_env, make_vec
-
-    grid = list(default_parameter_attacks() if attacks is None else attacks)
-    if not grid:
-        raise ConfigError("attacks is empty: give at least one parameter attack, or None")
-    for a in grid:
-        if not isinstance(a, ParameterAttack):
-            raise ConfigError(f"expected parameter attacks, got {type(a).__name__}")
-        a.check_applicable(policy)
-    if int(episodes) < 1:
-        raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    seed_list = [int(s) for s in seeds]
-    if not seed_list:
-        raise ConfigError("give at least one seed")
-    if int(num_envs) < 1 or int(probe_size) < 1:
-        raise ConfigError(f"num_envs and probe_size must be >= 1, got {num_envs}, {probe_size}")
-    env = env_id or policy.info.env_id
-    if not env:
-        raise ConfigError("the policy does not record its environment; give env_id")
-    check_policy_env(policy, env)
-    started, started_at = time.perf_counter(), datetime.now(UTC).isoformat()
-
-    def report(label: str, fraction: float) -> None:
-        if progress is not None:
-            progress(label, fraction)
-
-    attacker_probe = (
-        policy.as_batch(probe)
-        if probe is not None
-        else probe_observations(policy, env, n=int(probe_size), seed=_PROBE_SEED)
-    )
-    held_out = probe_observations(policy, env, n=int(probe_size), seed=_HELD_OUT_SEED)
-    held_out_clean = policy.act(held_out)
-    n_envs = min(int(num_envs), int(episodes))
-    venv = make_vec(env, n_envs)
-    try:
-        clean_stats = []
-        for s in seed_list:
-            report(f"clean (seed {s})", 0.0)
-            clean_stats.append(rollout(policy, venv, int(episodes), seed=_env_seed(s)))
-        results = []
-        for index, attack in enumerate(grid):
-            t0 = time.perf_counter()
-            per_seed, watched, probe_rates = [], [], []
-            for s in seed_list:
-                label = f"{attack.label} ε={attack.threat_model.epsilon:g} (seed {s})"
-                report(label, 0.0)
-                tampered = attack.tamper(
-                    policy,
-                    rng=_attack_rng(s, attack, index),
-                    probe=attacker_probe,
-                    env_id=env,
-                    progress=_relay(report, f"{label}: tampering"),
-                )
-                probe_rates.append(_probe_damage(tampered, held_out_clean, held_out))
-                w = _Watched(tampered, policy)
-                per_seed.append(
-                    (s, rollout(w, venv, int(episodes), seed=_env_seed(s)), tampered.info.sha256)
-                )
-                watched.append(w)
-            steps = sum(w.steps for w in watched)
-            tm = attack.threat_model
-            results.append(
-                {
-                    "attack": attack.id,
-                    "label": attack.label,
-                    "surface": attack.surface.value,
-                    "epsilon": tm.epsilon,
-                    "norm": tm.norm,
-                    "unit": tm.unit,
-                    **_summary([p[1] for p in per_seed]),
-                    "action_change_rate": sum(w.changed for w in watched) / steps if steps else 0.0,
-                    "mean_action_shift": (
-                        sum(w.shift for w in watched) / steps
-                        if steps and watched[0].span is not None
-                        else None
-                    ),
-                    "nonfinite_outputs": sum(w.nonfinite for w in watched) / steps
-                    if steps
-                    else 0.0,
-                    "probe_action_change_rate": float(np.mean([r[0] for r in probe_rates])),
-                    "probe_nonfinite_outputs": float(np.mean([r[1] for r in probe_rates])),
-                    "per_seed": [
-                        {"seed": s, "mean_return": float(st.returns.mean()), "weights_sha256": sha}
-                        for s, st, sha in per_seed
-                    ],
-                    "threat_model": tm.to_dict(),
-                    "atlas": list(attack.atlas),
-                    "reference": attack.reference,
-                    "params": attack.params(),
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-    finally:
-        venv.close()
-    info = policy.info
-    return {
-        "rlsec_version": __version__,
-        "kind": "parameter-damage",
-        "policy": {
-            "source": info.source,
-            "sha256": info.sha256,
-            "format": info.format,
-            "algo": info.algo,
-            "env_id": info.env_id,
-        },
-        "env": env,
-        "seed": seed_list[0],
-        "clean": _summary(clean_stats),
-        "results": results,
-        "probe": {
-            "attacker": {
-                "size": int(attacker_probe.shape[0]),
-                "source": "given" if probe is not None else f"clean rollout, seed {_PROBE_SEED}",
-            },
-            "held_out": {
-                "size": int(held_out.shape[0]),
-                "source": f"clean rollout, seed {_HELD_OUT_SEED}",
-            },
-        },
-        "nonfinite_rule": (
-            "rows with a NaN or infinite actor output: NaN logits/Q-values never win the "
-            "argmax (all-NaN rows take the first action); NaN continuous actions become 0 "
-            "and infinite ones the bound, clipped into the action space"
-        ),
-        "config": {
-            "env_id": env,
-            "attacks": [a.describe() for a in grid],
-            "episodes": int(episodes),
-            "seeds": seed_list,
-            "num_envs_used": n_envs,
-            "probe_size": int(probe_size),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "started_at": started_at,
-        "seconds": time.perf_counter() - started,
-    }
