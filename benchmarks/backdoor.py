@@ -53,10 +53,11 @@ from typing import Any
 
 import torch
 
-from rlsec.attacks.backdoor import BackdoorAttack, backdoor_effect, make_backdoor_attack
+from rlsec.attacks.backdoor import BackdoorAttack, make_backdoor_attack
 from rlsec.core import Finding, Policy, Severity
 from rlsec.defenses import TrainConfig, train_policy
 from rlsec.defenses.backdoor import scan_backdoor, scan_reversals
+from rlsec.evaluate.backdoor import backdoor_effect
 from rlsec.policies import load_policy
 
 ENV = "CartPole-v1"

@@ -283,7 +283,8 @@ def _poison(
     if callable(success):
         row["success"] = success(poisoned, env_id=env_id, episodes=episodes, seed=seed)
     elif attack.surface.value == "backdoor":
-        from rlsec.attacks.backdoor import BackdoorAttack, backdoor_effect
+        from rlsec.attacks.backdoor import BackdoorAttack
+        from rlsec.evaluate.backdoor import backdoor_effect
 
         assert isinstance(attack, BackdoorAttack)
         effect = backdoor_effect(poisoned, env_id, attack, episodes, seed + 10_000)

@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import rlsec.verify._activations as activations_module
+import rlsec.verify._network as network_module
 import rlsec.verify.bounds as bounds_module
 from rlsec.errors import ConfigError, InvalidBudget, SpaceMismatch
 from rlsec.policies import TorchPolicy, load_policy
@@ -195,7 +197,7 @@ def test_relaxations_enclose_the_activation_torch_computes(act: str) -> None:
     """Lines and intervals checked in float64 on a dense grid of many intervals: straddling
     the kinks and bends, narrow, degenerate and far out."""
     module = ACTIVATIONS[act]().double()
-    spec = bounds_module._activation("act", ACTIVATIONS[act]())
+    spec = network_module._activation("act", ACTIVATIONS[act]())
     assert spec is not None
     rng = np.random.default_rng(12)
     lo = np.concatenate([rng.uniform(-8, 8, 400), [-1e-3, 0.0, -2.0, 5.0, -30.0, 0.7]])
@@ -205,12 +207,12 @@ def test_relaxations_enclose_the_activation_torch_computes(act: str) -> None:
     x = lo_t + (hi_t - lo_t) * torch.linspace(0, 1, 2001, dtype=torch.float64)[None]
     with torch.no_grad():
         y = module(x)
-    np.testing.assert_allclose(bounds_module._f(spec, x), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(activations_module._f(spec, x), y, rtol=1e-12, atol=1e-12)
     tol = 1e-12 * (1 + y.abs())
-    a_lo, c_lo, a_hi, c_hi = bounds_module._relax(spec, lo_t[:, 0], hi_t[:, 0])
+    a_lo, c_lo, a_hi, c_hi = activations_module._relax(spec, lo_t[:, 0], hi_t[:, 0])
     assert (a_lo[:, None] * x + c_lo[:, None] <= y + tol).all()
     assert (a_hi[:, None] * x + c_hi[:, None] >= y - tol).all()
-    i_lo, i_hi = bounds_module._interval(spec, lo_t, hi_t)
+    i_lo, i_hi = activations_module._interval(spec, lo_t, hi_t)
     assert (i_lo <= y + tol).all() and (i_hi >= y - tol).all()
     # the interval is the range: its ends are attained, up to the grid's step (Lipschitz <= 2)
     step = (hi_t - lo_t) / 2000
@@ -271,7 +273,7 @@ def test_chunked_batches_give_the_same_bounds_as_one_state_at_a_time(
     x0 = rng.normal(0, 1, (7, 3)).astype(np.float32)
     eps = np.array([0.1, 0.3, 0.0])
     whole = output_bounds(policy, x0, eps)
-    monkeypatch.setattr(bounds_module, "_CHUNK_ELEMENTS", 1)  # one state per chunk
+    monkeypatch.setattr(network_module, "_CHUNK_ELEMENTS", 1)  # one state per chunk
     chunked = output_bounds(policy, x0, eps)
     single = [output_bounds(policy, x0[i : i + 1], eps) for i in range(7)]
     for k in range(2):
@@ -617,7 +619,7 @@ def test_nan_or_infinite_bounds_certify_nothing_and_rule_nothing_out() -> None:
     for value in (float("nan"), float("inf")):
         net = problem.net
         biases = (*net.biases[:-1], torch.tensor([value, 0.0], dtype=torch.float64))
-        problem.net = bounds_module._Net(net.weights, biases, net.acts)
+        problem.net = network_module._Net(net.weights, biases, net.acts)
         assert not problem.certified_discrete(rows, radius).any()
         problem.net = net
     real = bounds_module._lower
