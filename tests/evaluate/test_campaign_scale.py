@@ -13,9 +13,9 @@ import torch
 
 from rlsec.evaluate import CampaignConfig, run_campaign
 from rlsec.evaluate.campaign import _scale
-from rlsec.stats import STD_TOLERANCE
 from rlsec.policies import from_torch, load_policy, zoo_names
 from rlsec.policies.base import TorchPolicy
+from rlsec.stats import STD_TOLERANCE
 
 STD = CampaignConfig(eps_unit="std")
 
