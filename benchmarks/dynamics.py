@@ -2,7 +2,7 @@
 """Damage of dynamics attacks on the reference policies: mean return per budget.
 
 For zoo:cartpole-ppo, zoo:cartpole-dqn and zoo:pendulum-sac, plays the policy in a changed
-world (rlsec.attacks.dynamics.dynamics_damage):
+world (rlsec.evaluate.dynamics.dynamics_damage):
 
 * shift-dynamics-v1: every physical parameter rlsec knows for the environment moved up and
   down by a relative ε (0.2 = 20% of its nominal value), one at a time, and all of them at
@@ -33,12 +33,9 @@ from typing import Any
 
 import torch
 
-from rlsec.attacks.dynamics import (
-    ENV_DYNAMICS,
-    DynamicsAttack,
-    dynamics_damage,
-    make_dynamics_attack,
-)
+from rlsec.attacks.dynamics import DynamicsAttack, make_dynamics_attack
+from rlsec.attacks.physics import ENV_DYNAMICS
+from rlsec.evaluate.dynamics import dynamics_damage
 from rlsec.policies import load_policy
 
 SHIFT_EPSILONS = (0.2, 0.5, 0.8)

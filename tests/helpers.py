@@ -1,4 +1,5 @@
-"""Test doubles: a linear MockPolicy with known gradients and a GenericTestEnv."""
+"""Test doubles: a linear MockPolicy with known gradients, a GenericTestEnv, and a small chain
+MDP."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlsec.envs.finite import FiniteMDP
 from rlsec.policies import TorchPolicy, from_torch
 
 
@@ -53,3 +55,23 @@ class GenericTestEnv(gym.Env[np.ndarray, Any]):
         if self._step is not None:
             return self._step(self, action)
         return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def chain_mdp(n: int = 4) -> FiniteMDP:
+    """A chain: action 1 moves right (reward 1 at the end, which is terminal), 0 stays."""
+    p = np.zeros((n, 2, n))
+    r = np.zeros((n, 2))
+    for s in range(n):
+        p[s, 0, s] = 1.0
+        p[s, 1, min(s + 1, n - 1)] = 1.0
+    r[n - 2, 1] = 1.0
+    p[n - 1] = 0.0
+    p[n - 1, :, n - 1] = 1.0
+    terminal = np.arange(n) == n - 1
+    init = np.eye(n)[0]
+    return FiniteMDP(p, r, init, 0.9, {"init": init > 0, "terminal": terminal})
+
+
+def with_rewards(mdp: FiniteMDP, reward: np.ndarray) -> FiniteMDP:
+    """``mdp`` with its rewards replaced by ``reward``."""
+    return FiniteMDP(mdp.transitions, reward, mdp.initial, mdp.discount, mdp.labels)

@@ -12,35 +12,21 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlsec._home import home
 from rlsec.attacks import ATTACKS
 from rlsec.attacks.dynamics import (
     DYNAMICS_ATTACKS,
-    ENV_DYNAMICS,
-    DisturbanceAdversaryEnv,
     DisturbanceDynamics,
-    DisturbanceWrapper,
     NoiseDynamics,
     ParameterShiftWrapper,
-    RARLConfig,
     ShiftDynamics,
-    _adversary_key,
-    disturbance_learner,
-    dynamics_damage,
-    env_dynamics,
     make_dynamics_attack,
 )
+from rlsec.attacks.physics import ENV_DYNAMICS, DisturbanceWrapper, env_dynamics
 from rlsec.core import Surface, ThreatModel
 from rlsec.errors import BudgetViolation, ConfigError, InvalidBudget, UnknownAttack
-from rlsec.policies import TorchPolicy, from_torch, load_policy
+from rlsec.policies import TorchPolicy, from_torch
 
 ENV_IDS = sorted(ENV_DYNAMICS)
-TINY = RARLConfig(timesteps=128, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
-
-
-@pytest.fixture(scope="module")
-def victim() -> TorchPolicy:
-    return load_policy("zoo:cartpole-ppo")
 
 
 def constant_adversary(env_id: str, value: float) -> TorchPolicy:
@@ -437,109 +423,7 @@ def test_a_shift_wraps_every_training_env(tmp_path: Any) -> None:
     assert (tmp_path / "run" / "policy" / "spec.json").is_file()
 
 
-# -- RARL --------------------------------------------------------------------------------------
-def test_the_adversary_env_pays_the_negative_of_the_victims_reward(victim: TorchPolicy) -> None:
-    env = DisturbanceAdversaryEnv("CartPole-v1", victim, 0.2)
-    obs, _ = env.reset(seed=0)
-    assert env.action_space.shape == (1,)
-    assert obs.shape == (4,)
-    _, reward, *_, info = env.step(np.ones(1, dtype=np.float32))
-    assert reward == -1.0
-    assert info["rlsec_disturbance"] == pytest.approx(2.0)  # 0.2 · force_mag
-
-
-def test_rarl_trains_caches_and_stays_in_budget(victim: TorchPolicy) -> None:
-    fractions: list[float] = []
-    attack = make_dynamics_attack("rarl-dynamics-v1", 0.3, config=TINY)
-    assert isinstance(attack, DisturbanceDynamics)
-    untrained = attack.as_wrapper(gym.make("CartPole-v1"))
-    untrained.reset(seed=0)
-    with pytest.raises(ConfigError, match="no adversary"):
-        untrained.step(0)
-    attack.start(
-        victim,
-        num_envs=1,
-        rng=np.random.default_rng(0),
-        env_id="CartPole-v1",
-        progress=fractions.append,
-    )
-    assert attack.origin == "trained"
-    assert fractions[-1] == 1.0
-    (entry,) = list((home() / "cache" / "rarl").iterdir())
-    assert (entry / "spec.json").is_file()
-
-    again = make_dynamics_attack("rarl-dynamics-v1", 0.3, config=TINY)
-    assert isinstance(again, DisturbanceDynamics)
-    adversary = again.train_adversary(victim, "CartPole-v1")
-    assert again.origin == "cache"
-    x = np.random.default_rng(0).normal(0, 0.05, (5, 4)).astype(np.float32)
-    assert attack.adversary is not None
-    assert np.array_equal(adversary.act(x), attack.adversary.act(x))
-
-    env = again.as_wrapper(gym.make("CartPole-v1"), seed=0)
-    env.reset(seed=0)
-    for _ in range(20):
-        *_, info = env.step(int(victim.act(np.asarray(env.unwrapped.state, np.float32)[None])[0]))
-        assert abs(info["rlsec_disturbance"]) <= 0.3 * 10.0
-
-
-def test_a_live_victim_without_a_digest_is_never_cached(victim: TorchPolicy) -> None:
-    live = TorchPolicy(
-        victim.observation_space, victim.action_space, victim.torch_module(), victim.output
-    )
-    live.info = dataclasses.replace(live.info, sha256="")
-    attack = make_dynamics_attack("rarl-dynamics-v1", 0.2, config=TINY)
-    assert isinstance(attack, DisturbanceDynamics)
-    attack.train_adversary(live, "CartPole-v1")
-    assert attack.origin == "trained"
-    assert not (home() / "cache" / "rarl").exists() or not any(
-        (home() / "cache" / "rarl").iterdir()
-    )
-
-
-def test_rarl_alternation_composes_from_live_views() -> None:
-    # RARL's loop: the adversary learns against the current agent, the agent against the
-    # current adversary; both see each other's latest networks through live views.
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from rlsec.defenses._sb3 import live_policy
-
-    eps = 0.5
-    agent = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=0)
-    adv_env = DummyVecEnv([lambda: DisturbanceAdversaryEnv("CartPole-v1", live_policy(agent), eps)])
-    adversary = disturbance_learner(adv_env, dataclasses.replace(TINY, n_steps=64))
-    attack = make_dynamics_attack("rarl-dynamics-v1", eps)
-    assert isinstance(attack, DisturbanceDynamics)
-    view = live_policy(adversary)
-    agent.set_env(
-        DummyVecEnv([lambda: attack.as_wrapper(gym.make("CartPole-v1"), seed=0, adversary=view)])
-    )
-    for _ in range(2):
-        adversary.learn(64, reset_num_timesteps=False)
-        agent.learn(64, reset_num_timesteps=False)
-    assert attack.usage()["steps"] >= 128
-    assert attack.usage()["max_budget_fraction"] <= 1.0
-
-
-def test_the_cache_key_depends_on_everything_that_shapes_the_adversary() -> None:
-    base: dict[str, Any] = {
-        "victim_sha256": "a" * 64,
-        "env_id": "CartPole-v1",
-        "epsilon": 0.1,
-        "config": RARLConfig(),
-    }
-    k = _adversary_key(**base)
-    for change in (
-        {"victim_sha256": "b" * 64},
-        {"epsilon": 0.2},
-        {"env_id": "Pendulum-v1"},
-        {"config": RARLConfig(timesteps=5)},
-        {"config": RARLConfig(train_seed=1)},
-    ):
-        assert _adversary_key(**{**base, **change}) != k
-
-
+# -- a given RARL adversary -------------------------------------------------------------------
 def test_a_given_adversary_must_fit_the_env() -> None:
     attack = make_dynamics_attack("rarl-dynamics-v1", 0.2)
     assert isinstance(attack, DisturbanceDynamics)
@@ -553,60 +437,6 @@ def test_a_given_adversary_must_fit_the_env() -> None:
     )
     with pytest.raises(ConfigError, match=r"Box\(-1, 1, \(1,\)\)"):
         attack.as_wrapper(gym.make("CartPole-v1"), adversary=wide)
-
-
-# -- dynamics_damage ---------------------------------------------------------------------------
-def test_damage_rows_have_the_results_shape_and_eps_zero_is_clean(victim: TorchPolicy) -> None:
-    attacks = [
-        make_dynamics_attack("shift-dynamics-v1", 0.0),
-        make_dynamics_attack("noise-dynamics-v1", 0.0),
-        make_dynamics_attack("rarl-dynamics-v1", 0.0),
-        make_dynamics_attack("shift-dynamics-v1", 0.8, parameters=["force_mag"], direction="down"),
-    ]
-    r = dynamics_damage(victim, "CartPole-v1", attacks, episodes=3, seeds=[0, 1], num_envs=3)
-    assert r["kind"] == "dynamics-damage"
-    assert r["clean"]["episodes"] == 6
-    clean = r["clean"]["mean_return"]
-    for row in r["results"][:3]:
-        assert row["mean_return"] == clean  # ε = 0 replays the clean episodes exactly
-        assert row["budget_used"]["max_budget_fraction"] == 0.0
-    weak = r["results"][3]
-    assert weak["budget_used"]["max_budget_fraction"] == pytest.approx(1.0)
-    for row in r["results"]:
-        assert row["surface"] == "dynamics"
-        for key in (
-            "attack",
-            "label",
-            "epsilon",
-            "norm",
-            "unit",
-            "mean_return",
-            "ci95",
-            "episodes",
-            "mean_length",
-            "std_return",
-            "action_change_rate",
-            "mean_action_shift",
-            "per_seed",
-            "threat_model",
-            "atlas",
-            "reference",
-            "params",
-            "seconds",
-        ):
-            assert key in row
-        assert row["threat_model"]["surface"] == "dynamics"
-        assert [p["seed"] for p in row["per_seed"]] == [0, 1]
-
-
-def test_damage_validates_before_running(victim: TorchPolicy) -> None:
-    with pytest.raises(ConfigError, match="Pendulum-v1 has no dynamics parameter"):
-        dynamics_damage(
-            load_policy("zoo:pendulum-sac"),
-            attacks=[make_dynamics_attack("shift-dynamics-v1", 0.1, parameters=["masspole"])],
-        )
-    with pytest.raises(ConfigError, match="episodes"):
-        dynamics_damage(victim, attacks=["noise-dynamics-v1"], budgets=[0.1], episodes=0)
 
 
 def test_noise_is_a_dynamics_attack() -> None:
