@@ -188,3 +188,12 @@ def test_the_cycle_check_sees_a_lazy_circle(tmp_path: Path) -> None:
     assert cycles_inside_packages(src) == [
         "rlsec.attacks.a -> rlsec.attacks.b -> rlsec.attacks.c -> rlsec.attacks.a"
     ]
+
+
+def test_no_source_file_is_over_a_thousand_lines() -> None:
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in _sources(SRC)
+        if (n := len(p.read_text().splitlines())) > 1000
+    }
+    assert long == {}, "split the file by concern (docs/architecture.md)"
