@@ -470,6 +470,75 @@ def test_a_write_racing_the_check_is_found_by_comparing_with_the_environment() -
     assert len(hits) == 1  # found where it was written, and reported once
     assert hits[0].evidence["row"] == 198 and hits[0].evidence["fields"] == ["rewards"]
     assert hits[0].evidence["timesteps"] == 200
+    assert hits[0].surface is Surface.DATA and hits[0].severity is Severity.HIGH
+    assert hits[0].message == (
+        "replay-buffer row 198 does not hold the transition the environment produced "
+        "(rewards differ): it was changed before the learner could use it"
+    )
+    # a write in place adds no row: nothing else is reported (nor did the check crash)
+    assert [f.detector for f in monitor.findings if f.severity >= Severity.MEDIUM] == [
+        "buffer-integrity"
+    ]
+
+
+@pytest.mark.parametrize(("buffer_size", "at", "row"), [(1_000, 120, 3), (100, 200, 90)])
+def test_a_row_the_learner_never_samples_is_found_when_learning_ends(
+    buffer_size: int, at: int, row: int
+) -> None:
+    """No gradient step ever draws the row (learning has not started), so only the end of
+    ``learn`` sees it: every row the buffer holds is checked, the whole ring once it has
+    wrapped (row 90 lies past the write position 50)."""
+    monitor = IntegrityMonitor(window=64, halt=None)
+    model = DQN(
+        "MlpPolicy", "CartPole-v1", buffer_size=buffer_size, learning_starts=10_000, seed=0,
+        device="cpu",
+    )  # fmt: skip
+    model.learn(250, callback=[_Overwrite(at=at, row=row), monitor])
+    assert model.replay_buffer.full is (buffer_size == 100)
+    hits = [f for f in monitor.findings if f.severity >= Severity.MEDIUM]
+    assert [f.detector for f in hits] == ["buffer-integrity"]
+    assert hits[0].surface is Surface.DATA and hits[0].evidence["rows"] == [row]
+    assert hits[0].message == f"1 replay-buffer rows changed after they were stored (rows [{row}])"
+    assert hits[0].evidence["timesteps"] == model.num_timesteps  # at the end of learn
+
+
+def test_a_seal_check_that_crashes_on_a_sample_stops_training_on_it() -> None:
+    monitor = IntegrityMonitor(window=64)
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, seed=0, device="cpu")
+
+    def crash(rows: Any) -> None:
+        raise RuntimeError("seal store unreadable")
+
+    monitor._verify_rows = crash  # type: ignore[method-assign]
+    with pytest.raises(IntegrityViolation, match="before a gradient step"):
+        model.learn(300, callback=monitor)
+    (hit,) = monitor.findings
+    assert hit.detector == "buffer-integrity" and hit.surface is Surface.DATA
+    assert hit.severity is Severity.HIGH and "seal store unreadable" in hit.message
+
+
+def test_seals_are_keyed_per_monitor() -> None:
+    """A writer that can recompute a row's digest could re-seal a poisoned row; without the
+    monitor's secret key it cannot: two monitors seal the same row differently."""
+    buf = SimpleNamespace(
+        observations=np.zeros((2, 1, 4), np.float32), next_observations=np.ones((2, 1, 4)),
+        actions=np.zeros((2, 1, 1)), rewards=np.ones((2, 1)), dones=np.zeros((2, 1)),
+        timeouts=np.zeros((2, 1)),
+    )  # fmt: skip
+    rows = np.arange(2)
+    a, b = IntegrityMonitor()._digests(buf, rows), IntegrityMonitor()._digests(buf, rows)
+    assert a.shape == (2, 16) and not np.array_equal(a, b)
+
+
+def test_clean_training_on_two_envs_keeps_every_seal() -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    monitor = IntegrityMonitor(window=64)
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = DQN("MlpPolicy", env, learning_starts=50, seed=0, device="cpu")
+    model.learn(300, callback=monitor)
+    assert [f for f in monitor.findings if f.severity >= Severity.MEDIUM] == []
+    assert monitor._sealed is not None and monitor._sealed[: model.replay_buffer.pos].all()
 
 
 def test_an_unguardable_buffer_is_a_high_finding_not_a_pass() -> None:
