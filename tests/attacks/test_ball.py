@@ -462,11 +462,15 @@ def test_an_l2_point_inside_the_ball_but_outside_the_space_only_loses_what_is_ou
     assert np.array_equal(out, np.array([[0.25, 0.1]], np.float32))
 
 
+@pytest.mark.parametrize("size", [1.0, 0.5])
 @pytest.mark.parametrize("eps", [0.1, 0.5])
-def test_an_l2_point_outside_a_small_ball_is_projected_onto_its_sphere(eps: float) -> None:
+def test_an_l2_point_outside_a_small_ball_is_projected_onto_its_sphere(
+    eps: float, size: float
+) -> None:
+    """Onto the sphere, not inside it: a point of size below 1 is scaled by ε/size too."""
     ball = Ball(eps, "l2", np.ones(2), *_wide(2))
     x0 = np.zeros((1, 2), np.float32)
-    out = ball.project(x0, np.array([[0.6, 0.8]], np.float32))  # size 1
+    out = ball.project(x0, np.array([[0.6 * size, 0.8 * size]], np.float32))
     np.testing.assert_allclose(out, [[0.6 * eps, 0.8 * eps]], rtol=1e-6)
 
 
@@ -477,22 +481,47 @@ def test_a_linf_projection_lands_exactly_on_the_boundary_it_can_represent() -> N
     assert np.array_equal(out, np.array([[2.0, -2.0]], np.float32))
 
 
+@pytest.mark.parametrize("high", [1.3, 1.1])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_a_space_bound_float32_cannot_represent_bounds_the_box_and_the_projection(
-    norm: str,
+    norm: str, high: float
 ) -> None:
     """A float64 Box's 0.7 lies between two float32 values; the nearer one, 0.69999999, is
     outside. The box's bound and a projection onto it step inward, so the check accepts
-    them. (Before, the projection returned the point outside and the check refused it.)"""
-    ball = Ball(1.0, norm, np.ones(1), np.array([0.7]), np.array([1.3]))
+    them. (Before, the projection returned the point outside and the check refused it.)
+    The same holds above: float32's nearest 1.1 is 1.10000002, outside a high of 1.1."""
+    ball = Ball(1.0, norm, np.ones(1), np.array([0.7]), np.array([high]))
     x0 = np.array([[0.9]], np.float32)
     for far in (0.0, 2.0):
         out = ball.project(x0, np.array([[far]], np.float32))
-        assert 0.7 <= float(out[0, 0]) <= 1.3
+        assert 0.7 <= float(out[0, 0]) <= high
         ball.check(x0, out)
     if norm == "linf":
         lo, hi = ball.box32(x0)
-        assert float(lo[0, 0]) >= 0.7 and float(hi[0, 0]) <= 1.3
+        assert float(lo[0, 0]) >= 0.7 and float(hi[0, 0]) <= high
         ball.check(x0, lo)
         ball.check(x0, hi)
         assert np.array_equal(ball.project(x0, lo), lo)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_projection_onto_a_bound_float32_represents_lands_on_it_exactly(norm: str) -> None:
+    """Only a point outside the bound steps inward: a point on it stays. A fixed feature (scale
+    0) whose clean value sits on the bound must not move off it by an ulp (the check refuses
+    any move of a fixed feature), and a movable one clipped to the bound lands on it."""
+    ball = Ball(1.0, norm, np.array([0.0, 1.0, 1.0]), np.array([0.0, -1.0, -5.0]), np.full(3, 5.0))
+    x0 = np.array([[0.0, 0.0, 0.0]], np.float32)
+    out = ball.project(x0, np.array([[-1.0, -3.0, 0.0]], np.float32))
+    assert out[0, 0] == 0.0 and out[0, 1] == np.float32(-1.0)
+    ball.check(x0, out)
+
+
+def test_an_l2_size_whose_square_overflows_is_refused_without_a_warning() -> None:
+    """``u·u`` overflows to inf for a finite size above 1.3e154: the check refuses it as over
+    the budget (inf), with no warning that ``-W error`` would turn into a different error."""
+    ball = Ball(1.0, "l2", np.ones(2), np.full(2, -np.inf), np.full(2, np.inf))
+    x0 = np.zeros((1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BudgetViolation, match="exceeds the budget"):
+            ball.check(x0, np.array([[1e200, 0.0]]))
