@@ -353,13 +353,20 @@ def test_each_crashed_check_is_reported_under_its_own_name_and_surface() -> None
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    for name in ("_check_weights", "_check_update_log", "_check_buffer", "verify_buffer"):
+    for name in (
+        "_check_weights", "_check_update_log", "_check_buffer", "verify_buffer",
+        "_check_transitions", "_check_drift",
+    ):  # fmt: skip
         setattr(monitor, name, boom)
+    monitor._on_step()  # the drift check is due (step 0)
     monitor._before_step(model.policy.optimizer, (), {})
     monitor._on_rollout_end()
     monitor._seals, monitor._buf = np.zeros((1, 16), np.uint8), SimpleNamespace()
     monitor._on_training_end()  # (a buffer whose sampling hook is already gone)
     assert [(f.detector, f.surface, f.severity) for f in monitor.findings] == [
+        ("transition-validation", Surface.DATA, Severity.HIGH),
+        ("buffer-accounting", Surface.DATA, Severity.HIGH),
+        ("drift", Surface.PARAMETERS, Severity.HIGH),
         ("weight-integrity", Surface.PARAMETERS, Severity.HIGH),
         ("update-watchdog", Surface.PARAMETERS, Severity.HIGH),
         ("buffer-accounting", Surface.DATA, Severity.HIGH),
@@ -855,6 +862,49 @@ def test_a_bad_reset_observation_is_a_hard_finding_and_leaves_the_jump_check_on(
     assert monitor._jump is not None and np.all(np.isfinite(monitor._jump.mean))
 
 
+def _validate(space: Any, last: Any, new: Any, done: bool = False, info: Any = None) -> Any:
+    """Run the transition check once on one env's step; the monitor's HIGH findings."""
+    monitor = IntegrityMonitor(halt=None)
+    monitor.model = SimpleNamespace(observation_space=space, _last_obs=np.asarray([last]))
+    monitor.locals = {
+        "new_obs": np.asarray([new], np.float32), "rewards": np.zeros(1),
+        "dones": np.array([done]), "infos": [info or {}],
+    }  # fmt: skip
+    monitor._check_transitions()
+    return [f for f in monitor.findings if f.severity is Severity.HIGH]
+
+
+_BOX = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+
+def test_the_terminal_observation_an_episode_ends_on_is_validated_too() -> None:
+    """At an episode's end the learner stores ``infos[i]["terminal_observation"]`` as the
+    next observation (``new_obs`` is already the reset one): that is the one checked."""
+    ok = np.zeros((2, 2), np.float32)
+    cases = [
+        (np.full((2, 2), np.nan), "non-finite observation"),
+        (np.full((2, 2), 3.0), "observation outside the observation space"),
+    ]
+    for bad, message in cases:
+        (hit,) = _validate(_BOX, ok, ok, done=True, info={"terminal_observation": bad})
+        assert (hit.detector, hit.surface, hit.message) == (
+            "transition-validation", Surface.DATA, message,
+        )  # fmt: skip
+    assert _validate(_BOX, ok, ok, done=False, info={"terminal_observation": ok + 3}) == []
+
+
+def test_observations_on_the_space_bounds_pass_and_the_excess_is_reported() -> None:
+    """Bounds are inclusive, per feature of a multi-dimensional Box; the evidence says by how
+    much the observation left it on each side."""
+    edge = np.array([[-1.0, 1.0], [1.0, -1.0]], np.float32)
+    assert _validate(_BOX, edge, edge) == []
+    out = np.array([[-1.5, 0.0], [0.0, 1.25]], np.float32)
+    (hit,) = _validate(_BOX, edge, out)
+    assert hit.message == "observation outside the observation space"
+    assert (hit.detector, hit.surface) == ("transition-validation", Surface.DATA)
+    assert hit.evidence["low"] == -0.5 and hit.evidence["high"] == 0.25
+
+
 def test_a_non_finite_reward_is_a_hard_finding_and_not_a_moment() -> None:
     monitor = IntegrityMonitor(window=64, warmup=8)
     _ppo(_env_with([0.0, 0.0], at=10**9)).learn(64, callback=monitor)
@@ -866,6 +916,12 @@ def test_a_non_finite_reward_is_a_hard_finding_and_not_a_moment() -> None:
     }
     monitor._check_transitions()
     assert [f.message for f in monitor.findings] == ["non-finite reward from the env"]
+    (hit,) = monitor.findings
+    assert (hit.detector, hit.surface, hit.severity) == (
+        "reward-validation",
+        Surface.REWARD,
+        Severity.HIGH,
+    )
     assert np.isfinite(monitor._reward.mean).all() and np.isfinite(monitor._reward.std).all()
 
 
