@@ -418,3 +418,110 @@ def test_a_float32_point_inside_is_projected_to_itself_bit_for_bit(norm: str) ->
     ball.check(x0, x)
     moved_fixed = np.array([[5.7939768e-33, 1e-30]], np.float32)
     assert ball.project(x0, moved_fixed)[0, 1] == 0.0  # a fixed feature is still pinned
+
+
+# A float32 point whose distance to its clean value rounds in float64: 1 - 0.75·2^-53 rounds
+# to 1 - 2^-53, so recomputing x0 + (x - x0) gives 2^-53, not x. A point the ball keeps must
+# come back bit for bit however its row is tested (per feature in linf, per row in l2).
+_TINY = np.float32(0.75 * 2.0**-53)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_point_exactly_on_the_space_bound_is_kept_bit_for_bit(sign: float) -> None:
+    bound = np.array([sign * _TINY], np.float64)
+    low, high = (bound, np.array([2.0])) if sign > 0 else (np.array([-2.0]), bound)
+    ball = Ball(1.0, "linf", np.ones(1), low, high)
+    x0 = np.array([[sign]], np.float32)
+    x = np.array([[sign * _TINY]], np.float32)
+    assert np.array_equal(ball.project(x0, x), x)
+    ball.check(x0, x)
+
+
+def test_a_linf_point_inside_is_kept_even_when_its_l2_size_exceeds_the_budget() -> None:
+    ball = Ball(1.0, "linf", np.ones(2), *_wide(2))
+    x0 = np.array([[1.0, 0.0]], np.float32)
+    x = np.array([[_TINY, 1.0]], np.float32)  # l2 size about sqrt(2)
+    assert np.array_equal(ball.project(x0, x), x)
+    ball.check(x0, x)
+
+
+def test_l2_rows_are_kept_or_projected_each_on_its_own() -> None:
+    ball = Ball(1.0, "l2", np.ones(1), *_wide(1))
+    x0 = np.ones((3, 1), np.float32)
+    x = np.array([[_TINY], [_TINY], [5.0]], np.float32)  # two inside (together: sqrt 2), one out
+    out = ball.project(x0, x)
+    assert np.array_equal(out[:2], x[:2])
+    assert out[2, 0] == np.float32(2.0)
+    ball.check(x0, out)
+
+
+def test_an_l2_point_inside_the_ball_but_outside_the_space_only_loses_what_is_outside() -> None:
+    ball = Ball(1.0, "l2", np.ones(2), np.array([-1.0, -1.0]), np.array([0.25, 1.0]))
+    x0 = np.zeros((1, 2), np.float32)
+    out = ball.project(x0, np.array([[0.5, 0.1]], np.float32))
+    assert np.array_equal(out, np.array([[0.25, 0.1]], np.float32))
+
+
+@pytest.mark.parametrize("size", [1.0, 0.5])
+@pytest.mark.parametrize("eps", [0.1, 0.5])
+def test_an_l2_point_outside_a_small_ball_is_projected_onto_its_sphere(
+    eps: float, size: float
+) -> None:
+    """Onto the sphere, not inside it: a point of size below 1 is scaled by ε/size too."""
+    ball = Ball(eps, "l2", np.ones(2), *_wide(2))
+    x0 = np.zeros((1, 2), np.float32)
+    out = ball.project(x0, np.array([[0.6 * size, 0.8 * size]], np.float32))
+    np.testing.assert_allclose(out, [[0.6 * eps, 0.8 * eps]], rtol=1e-6)
+
+
+def test_a_linf_projection_lands_exactly_on_the_boundary_it_can_represent() -> None:
+    ball = Ball(1.0, "linf", np.ones(2), *_wide(2))
+    x0 = np.array([[1.0, -1.0]], np.float32)
+    out = ball.project(x0, np.array([[3.0, -3.0]], np.float32))
+    assert np.array_equal(out, np.array([[2.0, -2.0]], np.float32))
+
+
+@pytest.mark.parametrize("high", [1.3, 1.1])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_space_bound_float32_cannot_represent_bounds_the_box_and_the_projection(
+    norm: str, high: float
+) -> None:
+    """A float64 Box's 0.7 lies between two float32 values; the nearer one, 0.69999999, is
+    outside. The box's bound and a projection onto it step inward, so the check accepts
+    them. (Before, the projection returned the point outside and the check refused it.)
+    The same holds above: float32's nearest 1.1 is 1.10000002, outside a high of 1.1."""
+    ball = Ball(1.0, norm, np.ones(1), np.array([0.7]), np.array([high]))
+    x0 = np.array([[0.9]], np.float32)
+    for far in (0.0, 2.0):
+        out = ball.project(x0, np.array([[far]], np.float32))
+        assert 0.7 <= float(out[0, 0]) <= high
+        ball.check(x0, out)
+    if norm == "linf":
+        lo, hi = ball.box32(x0)
+        assert float(lo[0, 0]) >= 0.7 and float(hi[0, 0]) <= high
+        ball.check(x0, lo)
+        ball.check(x0, hi)
+        assert np.array_equal(ball.project(x0, lo), lo)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_projection_onto_a_bound_float32_represents_lands_on_it_exactly(norm: str) -> None:
+    """Only a point outside the bound steps inward: a point on it stays. A fixed feature (scale
+    0) whose clean value sits on the bound must not move off it by an ulp (the check refuses
+    any move of a fixed feature), and a movable one clipped to the bound lands on it."""
+    ball = Ball(1.0, norm, np.array([0.0, 1.0, 1.0]), np.array([0.0, -1.0, -5.0]), np.full(3, 5.0))
+    x0 = np.array([[0.0, 0.0, 0.0]], np.float32)
+    out = ball.project(x0, np.array([[-1.0, -3.0, 0.0]], np.float32))
+    assert out[0, 0] == 0.0 and out[0, 1] == np.float32(-1.0)
+    ball.check(x0, out)
+
+
+def test_an_l2_size_whose_square_overflows_is_refused_without_a_warning() -> None:
+    """``u·u`` overflows to inf for a finite size above 1.3e154: the check refuses it as over
+    the budget (inf), with no warning that ``-W error`` would turn into a different error."""
+    ball = Ball(1.0, "l2", np.ones(2), np.full(2, -np.inf), np.full(2, np.inf))
+    x0 = np.zeros((1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BudgetViolation, match="exceeds the budget"):
+            ball.check(x0, np.array([[1e200, 0.0]]))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -341,6 +343,47 @@ def test_a_crashing_check_is_a_finding_not_a_pass() -> None:
     assert crash and crash[0].severity is Severity.HIGH
 
 
+def test_each_crashed_check_is_reported_under_its_own_name_and_surface() -> None:
+    """A crash is a HIGH finding of the check that crashed (so a reader knows what went
+    unchecked), on that check's attack surface."""
+    monitor = IntegrityMonitor(halt=None)
+    model = _ppo(gym.make("CartPole-v1"))
+    monitor.init_callback(model)
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    for name in (
+        "_check_weights", "_check_update_log", "_check_buffer", "verify_buffer",
+        "_check_transitions", "_check_drift",
+    ):  # fmt: skip
+        setattr(monitor, name, boom)
+    monitor._on_step()  # the drift check is due (step 0)
+    monitor._before_step(model.policy.optimizer, (), {})
+    monitor._on_rollout_end()
+    monitor._seals, monitor._buf = np.zeros((1, 16), np.uint8), SimpleNamespace()
+    monitor._on_training_end()  # (a buffer whose sampling hook is already gone)
+    assert [(f.detector, f.surface, f.severity) for f in monitor.findings] == [
+        ("transition-validation", Surface.DATA, Severity.HIGH),
+        ("buffer-accounting", Surface.DATA, Severity.HIGH),
+        ("drift", Surface.PARAMETERS, Severity.HIGH),
+        ("weight-integrity", Surface.PARAMETERS, Severity.HIGH),
+        ("update-watchdog", Surface.PARAMETERS, Severity.HIGH),
+        ("buffer-accounting", Surface.DATA, Severity.HIGH),
+        ("buffer-integrity", Surface.DATA, Severity.HIGH),
+    ]
+
+
+def test_one_monitor_guards_successive_learn_calls() -> None:
+    monitor = IntegrityMonitor(window=64)
+    model = _ppo(gym.make("CartPole-v1"))
+    model.learn(128, callback=monitor)
+    assert monitor._hooks == []  # every hook removed when learning ends
+    model.learn(128, callback=monitor, reset_num_timesteps=False)
+    assert monitor._hooks == [] and monitor.grad_norms == 2 * 2
+    assert [f for f in monitor.findings if f.severity >= Severity.MEDIUM] == []
+
+
 def test_every_optimiser_step_is_scored() -> None:
     monitor = IntegrityMonitor()
     model = PPO(
@@ -404,6 +447,53 @@ def test_weights_changed_outside_the_optimiser_are_a_hard_finding(algo: str) -> 
     hits = [f for f in run([Tamper()]).findings if f.detector == "weight-integrity"]
     assert len(hits) == 1 and hits[0].severity is Severity.HIGH
     assert 300 <= hits[0].evidence["timesteps"] <= 300 + 128  # the next optimiser step
+    assert hits[0].surface is Surface.PARAMETERS and hits[0].evidence["tensors"] == 1
+    assert re.fullmatch(
+        r"1 of \d+ weight tensors changed between two optimiser steps, outside the optimiser",
+        hits[0].message,
+    )
+
+
+@pytest.mark.parametrize("net", ["actor", "critic"])
+def test_weights_of_an_actor_critic_changed_outside_its_optimisers_are_found(net: str) -> None:
+    """SAC trains an actor and a critic with an optimiser each: both are watched (before,
+    a critic changed outside its optimiser went unreported)."""
+    from stable_baselines3 import SAC
+
+    class Tamper(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 80:
+                with torch.no_grad():
+                    next(iter(getattr(self.model, net).parameters())).add_(1e-3)
+            return True
+
+    monitor = IntegrityMonitor(window=64, halt=None)
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, seed=0,
+                device="cpu")  # fmt: skip
+    model.learn(100, callback=[Tamper(), monitor])
+    hits = [f for f in monitor.findings if f.detector == "weight-integrity"]
+    assert len(hits) == 1 and hits[0].severity is Severity.HIGH
+    assert hits[0].evidence["timesteps"] in (80, 81)  # the next optimiser step
+
+
+@pytest.mark.parametrize("change", ["added", "removed"])
+def test_a_tensor_added_to_or_removed_from_the_optimiser_outside_it_is_a_hard_finding(
+    change: str,
+) -> None:
+    """Tensors are compared pairwise with the snapshot: a tensor more or fewer is not a pair
+    to skip (the check refuses, a HIGH finding), else an added tensor would go unchecked."""
+    monitor = IntegrityMonitor(halt=None)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    if change == "removed":
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+    monitor._after_step(opt, (), {})
+    if change == "added":
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+    else:
+        opt.param_groups.pop()
+    monitor._before_step(opt, (), {})
+    (hit,) = [f for f in monitor.findings if f.detector == "weight-integrity"]
+    assert hit.severity is Severity.HIGH and hit.surface is Surface.PARAMETERS
 
 
 # -- replay-buffer seals ------------------------------------------------------------------------
@@ -470,6 +560,169 @@ def test_a_write_racing_the_check_is_found_by_comparing_with_the_environment() -
     assert len(hits) == 1  # found where it was written, and reported once
     assert hits[0].evidence["row"] == 198 and hits[0].evidence["fields"] == ["rewards"]
     assert hits[0].evidence["timesteps"] == 200
+    assert hits[0].surface is Surface.DATA and hits[0].severity is Severity.HIGH
+    assert hits[0].message == (
+        "replay-buffer row 198 does not hold the transition the environment produced "
+        "(rewards differ): it was changed before the learner could use it"
+    )
+    # a write in place adds no row: nothing else is reported (nor did the check crash)
+    assert [f.detector for f in monitor.findings if f.severity >= Severity.MEDIUM] == [
+        "buffer-integrity"
+    ]
+
+
+@pytest.mark.parametrize(("buffer_size", "at", "row"), [(1_000, 120, 3), (100, 200, 90)])
+def test_a_row_the_learner_never_samples_is_found_when_learning_ends(
+    buffer_size: int, at: int, row: int
+) -> None:
+    """No gradient step ever draws the row (learning has not started), so only the end of
+    ``learn`` sees it: every row the buffer holds is checked, the whole ring once it has
+    wrapped (row 90 lies past the write position 50)."""
+    monitor = IntegrityMonitor(window=64, halt=None)
+    model = DQN(
+        "MlpPolicy", "CartPole-v1", buffer_size=buffer_size, learning_starts=10_000, seed=0,
+        device="cpu",
+    )  # fmt: skip
+    model.learn(250, callback=[_Overwrite(at=at, row=row), monitor])
+    assert model.replay_buffer.full is (buffer_size == 100)
+    hits = [f for f in monitor.findings if f.severity >= Severity.MEDIUM]
+    assert [f.detector for f in hits] == ["buffer-integrity"]
+    assert hits[0].surface is Surface.DATA and hits[0].evidence["rows"] == [row]
+    assert hits[0].message == f"1 replay-buffer rows changed after they were stored (rows [{row}])"
+    assert hits[0].evidence["timesteps"] == model.num_timesteps  # at the end of learn
+
+
+def test_a_seal_check_that_crashes_on_a_sample_stops_training_on_it() -> None:
+    monitor = IntegrityMonitor(window=64)
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=50, seed=0, device="cpu")
+
+    def crash(rows: Any) -> None:
+        raise RuntimeError("seal store unreadable")
+
+    monitor._verify_rows = crash  # type: ignore[method-assign]
+    with pytest.raises(IntegrityViolation, match="before a gradient step"):
+        model.learn(300, callback=monitor)
+    (hit,) = monitor.findings
+    assert hit.detector == "buffer-integrity" and hit.surface is Surface.DATA
+    assert hit.severity is Severity.HIGH and "seal store unreadable" in hit.message
+
+
+def _sealed_buffer(rows: int) -> tuple[IntegrityMonitor, SimpleNamespace]:
+    """A monitor guarding a full ring of ``rows`` rows, every one sealed as it is now."""
+    buf = SimpleNamespace(
+        observations=np.zeros((rows, 1, 4), np.float32),
+        next_observations=np.zeros((rows, 1, 4), np.float32),
+        actions=np.zeros((rows, 1, 1)), rewards=np.zeros((rows, 1), np.float32),
+        dones=np.zeros((rows, 1), np.float32), timeouts=np.zeros((rows, 1), np.float32),
+        buffer_size=rows, full=True, pos=0,
+    )  # fmt: skip
+    monitor = IntegrityMonitor(halt=None)
+    monitor._buf = buf
+    monitor._seals = np.zeros((rows, 16), np.uint8)
+    monitor._sealed = np.zeros(rows, bool)
+    monitor._seal(buf, np.arange(rows))
+    return monitor, buf
+
+
+@pytest.mark.parametrize("changed", [8, 9])
+def test_every_changed_row_is_reported_once_with_the_first_eight_named(changed: int) -> None:
+    monitor, buf = _sealed_buffer(12)
+    buf.rewards[:changed] = 1.0
+    monitor.verify_buffer()
+    monitor.verify_buffer()  # resealed as they are now: not reported again
+    (hit,) = monitor.findings
+    assert hit.detector == "buffer-integrity" and hit.severity is Severity.HIGH
+    assert hit.evidence["rows"] == list(range(changed))
+    more = " ..." if changed > 8 else ""
+    assert hit.message == (
+        f"{changed} replay-buffer rows changed after they were stored "
+        f"(rows {list(range(min(changed, 8)))}{more})"
+    )
+
+
+def test_a_stored_row_unlike_the_transition_names_every_field_that_differs() -> None:
+    monitor, buf = _sealed_buffer(4)
+    expected = {k: getattr(buf, k)[3].copy() for k in ("observations", "next_observations")}
+    expected |= {k: getattr(buf, k)[3] + 1 for k in ("actions", "rewards", "dones", "timeouts")}
+    expected["actions"] = buf.actions[3].copy()
+    monitor._check_stored(buf, np.array([2, 3]), expected)
+    (hit,) = monitor.findings
+    assert hit.evidence["row"] == 3 and hit.evidence["fields"] == ["rewards", "dones", "timeouts"]
+    assert "(rewards, dones, timeouts differ)" in hit.message
+
+
+def test_seals_are_keyed_per_monitor() -> None:
+    """A writer that can recompute a row's digest could re-seal a poisoned row; without the
+    monitor's secret key it cannot: two monitors seal the same row differently."""
+    buf = SimpleNamespace(
+        observations=np.zeros((2, 1, 4), np.float32), next_observations=np.ones((2, 1, 4)),
+        actions=np.zeros((2, 1, 1)), rewards=np.ones((2, 1)), dones=np.zeros((2, 1)),
+        timeouts=np.zeros((2, 1)),
+    )  # fmt: skip
+    rows = np.arange(2)
+    a, b = IntegrityMonitor()._digests(buf, rows), IntegrityMonitor()._digests(buf, rows)
+    assert a.shape == (2, 16) and not np.array_equal(a, b)
+
+
+def test_clean_training_on_two_envs_keeps_every_seal() -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    monitor = IntegrityMonitor(window=64)
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = DQN("MlpPolicy", env, learning_starts=50, seed=0, device="cpu")
+    model.learn(300, callback=monitor)
+    assert [f for f in monitor.findings if f.severity >= Severity.MEDIUM] == []
+    assert monitor._sealed is not None and monitor._sealed[: model.replay_buffer.pos].all()
+
+
+@pytest.mark.parametrize("first", [30, 150])
+def test_rows_already_in_the_buffer_are_sealed_when_guarding_starts(first: int) -> None:
+    """A second ``learn`` with a fresh monitor: the rows stored before are sealed as they are
+    (all of a ring that has wrapped, not just those below the write position), so clean
+    training raises nothing and a later write to one of them is found."""
+    model = DQN(
+        "MlpPolicy", "CartPole-v1", buffer_size=100, learning_starts=10_000, seed=0, device="cpu"
+    )
+    model.learn(first)
+    assert model.replay_buffer.full is (first > 100)
+    clean = IntegrityMonitor(window=64, halt=None)
+    model.learn(20, callback=clean, reset_num_timesteps=False)
+    assert [f for f in clean.findings if f.severity >= Severity.MEDIUM] == []
+    stored = 100 if first > 100 else model.replay_buffer.pos
+    assert clean._sealed is not None and clean._sealed[:stored].all()
+    tampered = IntegrityMonitor(window=64, halt=None)
+    model.learn(20, callback=[_Overwrite(at=model.num_timesteps + 5, row=3), tampered],
+                reset_num_timesteps=False)  # fmt: skip
+    hits = [f for f in tampered.findings if f.severity >= Severity.MEDIUM]
+    assert [(f.detector, f.evidence["rows"]) for f in hits] == [("buffer-integrity", [3])]
+
+
+def test_a_learner_behind_vecnormalize_is_refused_not_guarded() -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    monitor = IntegrityMonitor(window=64, halt=None)
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=1, seed=0))
+    model = DQN("MlpPolicy", env, learning_starts=50, seed=0, device="cpu")
+    model.learn(100, callback=monitor)
+    (refused,) = [f for f in monitor.findings if f.detector.startswith("buffer-")]
+    assert refused.detector == "buffer-accounting" and refused.severity is Severity.HIGH
+    assert "with VecNormalize" in refused.message
+    assert "_get_samples" not in vars(model.replay_buffer)  # its sampling was never routed
+
+
+def test_each_finding_is_appended_to_the_findings_file_as_a_json_line(tmp_path: Any) -> None:
+    path = tmp_path / "findings.jsonl"
+    monitor = IntegrityMonitor(findings_path=path, halt=None)
+    monitor._hard("weight-integrity", Surface.PARAMETERS, "one", tensors=1)
+    monitor._hard("buffer-integrity", Surface.DATA, "two", level=np.float32(0.5))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["timesteps"], r["detector"], r["message"]) for r in rows] == [
+        (0, "weight-integrity", "one"),
+        (0, "buffer-integrity", "two"),
+    ]
+    assert rows[0]["evidence"]["tensors"] == 1
+    assert rows[1]["evidence"]["level"] == "0.5"  # numpy values are written, not refused
 
 
 def test_an_unguardable_buffer_is_a_high_finding_not_a_pass() -> None:
@@ -486,6 +739,11 @@ def test_an_unguardable_buffer_is_a_high_finding_not_a_pass() -> None:
     crashed = [f for f in monitor.findings if f.detector == "buffer-accounting"]
     assert len(crashed) == 1 and crashed[0].severity is Severity.HIGH  # reported once
     assert "optimize_memory_usage=False" in crashed[0].message
+    # asked to verify the rows it could not seal, it refuses rather than passing them
+    monitor.verify_buffer()
+    (refused,) = [f for f in monitor.findings if f.detector == "buffer-integrity"]
+    assert refused.severity is Severity.HIGH and refused.surface is Surface.DATA
+    assert "cannot be verified" in refused.message
 
 
 # -- non-finite numbers never pass silently --------------------------------------------------
@@ -604,6 +862,49 @@ def test_a_bad_reset_observation_is_a_hard_finding_and_leaves_the_jump_check_on(
     assert monitor._jump is not None and np.all(np.isfinite(monitor._jump.mean))
 
 
+def _validate(space: Any, last: Any, new: Any, done: bool = False, info: Any = None) -> Any:
+    """Run the transition check once on one env's step; the monitor's HIGH findings."""
+    monitor = IntegrityMonitor(halt=None)
+    monitor.model = SimpleNamespace(observation_space=space, _last_obs=np.asarray([last]))
+    monitor.locals = {
+        "new_obs": np.asarray([new], np.float32), "rewards": np.zeros(1),
+        "dones": np.array([done]), "infos": [info or {}],
+    }  # fmt: skip
+    monitor._check_transitions()
+    return [f for f in monitor.findings if f.severity is Severity.HIGH]
+
+
+_BOX = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+
+def test_the_terminal_observation_an_episode_ends_on_is_validated_too() -> None:
+    """At an episode's end the learner stores ``infos[i]["terminal_observation"]`` as the
+    next observation (``new_obs`` is already the reset one): that is the one checked."""
+    ok = np.zeros((2, 2), np.float32)
+    cases = [
+        (np.full((2, 2), np.nan), "non-finite observation"),
+        (np.full((2, 2), 3.0), "observation outside the observation space"),
+    ]
+    for bad, message in cases:
+        (hit,) = _validate(_BOX, ok, ok, done=True, info={"terminal_observation": bad})
+        assert (hit.detector, hit.surface, hit.message) == (
+            "transition-validation", Surface.DATA, message,
+        )  # fmt: skip
+    assert _validate(_BOX, ok, ok, done=False, info={"terminal_observation": ok + 3}) == []
+
+
+def test_observations_on_the_space_bounds_pass_and_the_excess_is_reported() -> None:
+    """Bounds are inclusive, per feature of a multi-dimensional Box; the evidence says by how
+    much the observation left it on each side."""
+    edge = np.array([[-1.0, 1.0], [1.0, -1.0]], np.float32)
+    assert _validate(_BOX, edge, edge) == []
+    out = np.array([[-1.5, 0.0], [0.0, 1.25]], np.float32)
+    (hit,) = _validate(_BOX, edge, out)
+    assert hit.message == "observation outside the observation space"
+    assert (hit.detector, hit.surface) == ("transition-validation", Surface.DATA)
+    assert hit.evidence["low"] == -0.5 and hit.evidence["high"] == 0.25
+
+
 def test_a_non_finite_reward_is_a_hard_finding_and_not_a_moment() -> None:
     monitor = IntegrityMonitor(window=64, warmup=8)
     _ppo(_env_with([0.0, 0.0], at=10**9)).learn(64, callback=monitor)
@@ -615,6 +916,12 @@ def test_a_non_finite_reward_is_a_hard_finding_and_not_a_moment() -> None:
     }
     monitor._check_transitions()
     assert [f.message for f in monitor.findings] == ["non-finite reward from the env"]
+    (hit,) = monitor.findings
+    assert (hit.detector, hit.surface, hit.severity) == (
+        "reward-validation",
+        Surface.REWARD,
+        Severity.HIGH,
+    )
     assert np.isfinite(monitor._reward.mean).all() and np.isfinite(monitor._reward.std).all()
 
 

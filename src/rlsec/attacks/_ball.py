@@ -177,13 +177,17 @@ class Ball:
             d *= np.minimum(1.0, self.epsilon / np.maximum(n, 1e-300))
             d *= self._movable
         out = x0f + d
-        np.clip(out, np.minimum(self.low, x0f), np.maximum(self.high, x0f), out=out)
+        np.clip(out, lo, hi, out=out)
         out32 = out.astype(np.float32)
         # Rounding to float32 can step half an ulp outside the ball: pull such features back
         # to the clean value's side so the check below holds exactly, not just approximately.
         over = np.abs(out32 - x0f) > np.abs(d)
         if over.any():
             out32 = np.where(over, np.nextafter(out32, x0f.astype(np.float32)), out32)
+        # ... and outside a space bound that float32 cannot represent (a float64 Box): step
+        # such features one ulp inward, toward the clean value (inside, and float32).
+        out32 = np.where(out32 < lo, np.nextafter(out32, np.float32(np.inf)), out32)
+        out32 = np.where(out32 > hi, np.nextafter(out32, np.float32(-np.inf)), out32)
         return np.where(keep, x32, out32).reshape(x0.shape)
 
     def check(self, x0: np.ndarray, x: np.ndarray) -> None:

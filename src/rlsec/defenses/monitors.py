@@ -483,6 +483,7 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         optimizers = [
             getattr(getattr(model, "policy", None), "optimizer", None),
             getattr(getattr(model, "actor", None), "optimizer", None),
+            getattr(getattr(model, "critic", None), "optimizer", None),  # SAC, TD3
         ]
         for opt in {id(o): o for o in optimizers if o is not None}.values():
             for group in opt.param_groups:
@@ -793,8 +794,17 @@ class IntegrityMonitor(_base_callback()):  # type: ignore[misc]
         """Check the seal of every row the replay buffer holds (run at the end of each
         ``learn``; the learner's samples are checked as it draws them)."""
         buf = self._buf
-        if buf is not None and self._seals is not None:
-            self._verify_rows(np.arange(int(buf.buffer_size) if buf.full else int(buf.pos)))
+        if buf is None:
+            return  # no replay buffer seen (an on-policy learner): nothing to verify
+        if self._seals is None:  # a buffer it could not guard: refuse, never pass
+            self._hard(
+                "buffer-integrity",
+                Surface.DATA,
+                "the replay buffer's rows cannot be verified: it was never sealed (a buffer "
+                "this monitor cannot guard)",
+            )
+            return
+        self._verify_rows(np.arange(int(buf.buffer_size) if buf.full else int(buf.pos)))
 
     def _verify_rows(self, rows: Any) -> None:
         buf, seals, sealed = self._buf, self._seals, self._sealed
