@@ -13,6 +13,8 @@ from scipy import stats
 from rlsec.errors import ConfigError
 
 __all__ = [
+    "CALIBRATION_EPISODES",
+    "CALIBRATION_SEED",
     "STD_TOLERANCE",
     "RunningMoments",
     "env_seed",
@@ -171,6 +173,11 @@ def env_seed(seed: int) -> int:
     never coincide; every evaluation of rlsec uses it, so clean episodes match across tools."""
     return int(np.random.SeedSequence(seed).generate_state(1)[0] & 0x7FFFFFFF)
 
+
+#: the clean episodes, and their seed, whose observations measure the std ``std`` units mean,
+#: in red-team campaigns and in certificates alike (independent of a run's episodes and seed)
+CALIBRATION_EPISODES = 20
+CALIBRATION_SEED = 20261125
 
 #: a policy's recorded clean observation std is used for ``std`` units only when, feature by
 #: feature, it lies within this factor of the std measured on clean rollouts (both ~0, below

@@ -23,12 +23,19 @@ from rlsec import _inputs
 from rlsec._version import __version__
 from rlsec.attacks import ATTACKS, attack_class, make_attack
 from rlsec.attacks.rollout import EpisodeStats, rollout
-from rlsec.core import Attack, Finding, Policy, Severity, Surface
+from rlsec.core import Attack, Policy, Surface
 from rlsec.defenses.inference import apply_defense, parse_defense
 from rlsec.envs import check_env_id, check_policy_env, env_spec, make_vec, unsafe_no_sandbox
-from rlsec.errors import AttackNotApplicable, ConfigError, PolicyLoadError
-from rlsec.policies.native import check_observation_stats
-from rlsec.stats import STD_TOLERANCE, env_seed, eps50, std_disagreement, summarize_returns
+from rlsec.errors import AttackNotApplicable, ConfigError
+from rlsec.policies.native import checked_std
+from rlsec.stats import (
+    CALIBRATION_EPISODES,
+    CALIBRATION_SEED,
+    STD_TOLERANCE,
+    env_seed,
+    eps50,
+    summarize_returns,
+)
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -207,10 +214,6 @@ def _summary(stats: list[EpisodeStats]) -> dict[str, Any]:
     )
 
 
-CALIBRATION_EPISODES = 20
-CALIBRATION_SEED = 20261125
-
-
 def _scale(
     policy: Policy,
     config: CampaignConfig,
@@ -257,37 +260,19 @@ def _scale(
     stats = getattr(info, "observation_stats", None)
     if stats is None:
         return measured, rollout_source
-    evidence: dict[str, Any] = {
-        "tolerance": STD_TOLERANCE,
-        "measured_std": measured.tolist(),
-        "observations": m.n,
-    }
-    try:
-        check_observation_stats(stats, space)
-    except PolicyLoadError as exc:
-        problem = f"the policy's recorded observation statistics are malformed ({exc})"
-    else:
-        declared = np.asarray(stats["std"], dtype=np.float64)
-        bad = std_disagreement(declared, measured)
-        if not bad:
-            return declared, (
-                f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "
-                f"of the {rollout_source} on every feature"
-            )
-        evidence.update(declared_std=declared.tolist(), features=bad)
-        problem = (
-            f"the policy's recorded clean observation std disagrees with the {rollout_source} "
-            f"beyond a factor of {STD_TOLERANCE:g} on features {bad[:20]}"
-        )
-    if findings is not None:
-        findings.append(
-            Finding(
-                severity=Severity.MEDIUM,
-                surface=Surface.OBSERVATION,
-                message=f"{problem}; ε in std units uses the rollout's std instead",
-                detector="eps-scale-check",
-                evidence=evidence,
-            ).to_dict()
+    scale, problem = checked_std(
+        stats,
+        space,
+        measured,
+        f"the {rollout_source}",
+        instead="ε in std units uses the rollout's std instead",
+        evidence={"observations": m.n},
+        findings=findings,
+    )
+    if problem is None:
+        return scale, (
+            f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "
+            f"of the {rollout_source} on every feature"
         )
     return measured, f"{rollout_source}; the policy spec's std was not used: {problem}"
 

@@ -28,6 +28,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from rlsec.core import Finding, Severity, Surface
 from rlsec.errors import PolicyLoadError
 from rlsec.policies._untrusted import (
     SPEC_LIMITS,
@@ -56,6 +57,7 @@ __all__ = [
     "check_clean_return",
     "check_observation_stats",
     "check_plain_tensor",
+    "checked_std",
     "load_native",
     "load_native_bytes",
     "save_policy",
@@ -435,3 +437,55 @@ def save_policy(
     spec_bytes = (json.dumps(spec, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
     write_policy_dir(target, weights, spec_bytes)
     return target
+
+
+def checked_std(
+    stats: Any,
+    observation_space: Any,
+    measured: Any,
+    against: str,
+    *,
+    instead: str,
+    evidence: dict[str, Any] | None = None,
+    findings: list[dict[str, Any]] | None = None,
+) -> tuple[Any, str | None]:
+    """The per-feature std that ``std`` units mean, given a policy's recorded ``stats`` and
+    the std ``measured`` on clean episodes (``against`` names them, "the calibration rollout
+    (...)"): the recorded std when it is well formed and lies within
+    :data:`rlsec.stats.STD_TOLERANCE` of the measured one on every feature, else the
+    measured one. The artefact under test does not choose its own yardstick.
+
+    Returns ``(std, None)`` when the recorded std is used, else ``(measured, problem)``, what
+    is wrong, and appends to ``findings`` the ``eps-scale-check`` finding (MEDIUM) whose
+    message ends in ``instead`` ("ε in std units uses the rollout's std instead").
+    """
+    import numpy as np
+
+    from rlsec.stats import STD_TOLERANCE, std_disagreement
+
+    evidence = {"tolerance": STD_TOLERANCE, "measured_std": measured.tolist(), **(evidence or {})}
+    try:
+        check_observation_stats(stats, observation_space)
+    except PolicyLoadError as exc:
+        problem = f"the policy's recorded observation statistics are malformed ({exc})"
+    else:
+        declared = np.asarray(stats["std"], dtype=np.float64).reshape(-1)
+        bad = std_disagreement(declared, measured)
+        if not bad:
+            return declared, None
+        evidence.update(declared_std=declared.tolist(), features=bad)
+        problem = (
+            f"the policy's recorded clean observation std disagrees with {against} beyond a "
+            f"factor of {STD_TOLERANCE:g} on features {bad[:20]}"
+        )
+    if findings is not None:
+        findings.append(
+            Finding(
+                severity=Severity.MEDIUM,
+                surface=Surface.OBSERVATION,
+                message=f"{problem}; {instead}",
+                detector="eps-scale-check",
+                evidence=evidence,
+            ).to_dict()
+        )
+    return measured, problem

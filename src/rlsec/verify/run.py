@@ -21,12 +21,17 @@ import gymnasium as gym
 import numpy as np
 
 from rlsec import _inputs
-from rlsec.core import Finding, Severity, Surface
 from rlsec.envs import check_env_id, check_policy_env, make, make_vec
 from rlsec.envs import unsafe_no_sandbox as _no_sandbox
-from rlsec.errors import ConfigError, ModelError, PolicyLoadError
-from rlsec.policies.native import check_observation_stats
-from rlsec.stats import STD_TOLERANCE, RunningMoments, env_seed, std_disagreement
+from rlsec.errors import ConfigError, ModelError
+from rlsec.policies.native import checked_std
+from rlsec.stats import (
+    CALIBRATION_EPISODES,
+    CALIBRATION_SEED,
+    STD_TOLERANCE,
+    RunningMoments,
+    env_seed,
+)
 from rlsec.verify._worker import request, require_storm
 from rlsec.verify.budget import Budget, check_text
 from rlsec.verify.counterexample import counterexample, render_grid
@@ -252,13 +257,6 @@ def _rollout_states(policy: Any, env_id: str, n: int, seed: int) -> np.ndarray:
     return np.stack(rows)
 
 
-#: the clean episodes, and their seed, whose observations measure the std ``std`` units use:
-#: the campaign's calibration (:data:`rlsec.evaluate.campaign.CALIBRATION_EPISODES`), so a
-#: radius in std units means what ε does there
-CALIBRATION_EPISODES = 20
-CALIBRATION_SEED = 20261125
-
-
 def _calibration_std(policy: Any, env_id: str) -> tuple[np.ndarray, int]:
     """Per-feature std of the observations of the first episode of each of
     :data:`CALIBRATION_EPISODES` vector-env rows, and how many observations that was."""
@@ -279,9 +277,9 @@ def _calibration_std(policy: Any, env_id: str) -> tuple[np.ndarray, int]:
 def _std_scale(policy: Any, env_id: str, findings: list[dict[str, Any]]) -> tuple[np.ndarray, str]:
     """The per-feature std that ``std`` units mean: the policy's recorded clean observation
     std when it agrees, within :data:`rlsec.stats.STD_TOLERANCE` on every feature, with the
-    std of the clean states the certificate is computed on; else those states' own std, and
-    the disagreement is a finding. The artefact under test does not choose its yardstick: a
-    recorded std of 1e-30 would turn every raw radius into an enormous certified one."""
+    std over the campaign's calibration rollout; else the rollout's std, and the disagreement
+    is a finding (:func:`rlsec.policies.native.checked_std`). A recorded std of 1e-30 would
+    otherwise turn every raw radius into an enormous certified one."""
     measured, n = _calibration_std(policy, env_id)
     source = (
         f"the calibration rollout ({CALIBRATION_EPISODES} clean episodes, seed "
@@ -290,33 +288,19 @@ def _std_scale(policy: Any, env_id: str, findings: list[dict[str, Any]]) -> tupl
     stats = getattr(getattr(policy, "info", None), "observation_stats", None)
     if stats is None:
         return measured, source
-    evidence: dict[str, Any] = {"tolerance": STD_TOLERANCE, "measured_std": measured.tolist()}
-    try:
-        check_observation_stats(stats, policy.observation_space)
-    except PolicyLoadError as exc:
-        problem = f"the policy's recorded observation statistics are malformed ({exc})"
-    else:
-        declared = np.asarray(stats["std"], dtype=np.float64).reshape(-1)
-        bad = std_disagreement(declared, measured)
-        if not bad:
-            return declared, (
-                f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "
-                f"of {source} on every feature"
-            )
-        evidence.update(declared_std=declared.tolist(), features=bad)
-        problem = (
-            f"the policy's recorded clean observation std disagrees with {source} beyond a "
-            f"factor of {STD_TOLERANCE:g} on features {bad[:20]}"
-        )
-    findings.append(
-        Finding(
-            severity=Severity.MEDIUM,
-            surface=Surface.OBSERVATION,
-            message=f"{problem}; radii in std units use the measured std instead",
-            detector="eps-scale-check",
-            evidence=evidence,
-        ).to_dict()
+    scale, problem = checked_std(
+        stats,
+        policy.observation_space,
+        measured,
+        source,
+        instead="radii in std units use the measured std instead",
+        findings=findings,
     )
+    if problem is None:
+        return scale, (
+            f"policy spec (clean observation std), within a factor of {STD_TOLERANCE:g} "
+            f"of {source} on every feature"
+        )
     return measured, f"{source}; the policy spec's std was not used: {problem}"
 
 
