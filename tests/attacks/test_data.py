@@ -113,7 +113,7 @@ def test_a_nan_in_a_source_transition_does_not_let_a_crafted_copy_through(field:
             Surface.DATA, 1.0, frequency="budgeted-steps", step_budget=0.5, phase="training"
         )
     )
-    attack._bind(OBS, ACT)
+    attack.bind(OBS, ACT)
     src = Transitions(
         np.zeros((2, 3), np.float32),
         np.zeros(2, np.int64),

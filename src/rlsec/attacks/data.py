@@ -165,17 +165,24 @@ class DataAttack(Attack):
         callback and :func:`~rlsec.attacks.offline.poison_dataset` bind themselves. The other
         arguments are unused."""
         self.check_applicable(policy)
-        self._bind(policy.observation_space, policy.action_space)
+        self.bind(policy.observation_space, policy.action_space)
         self._rng = rng
 
-    def _bind(
+    def bind(
         self,
         observation_space: gym.Space[Any],
         action_space: gym.Space[Any],
         to_storage: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """Bind to the spaces transitions are stored in; ``to_storage`` maps environment
-        actions to stored ones (SB3 stores Box actions rescaled to ``[-1, 1]``)."""
+        actions to stored ones (SB3 stores Box actions rescaled to ``[-1, 1]``). The replay
+        callback, :func:`~rlsec.attacks.offline.poison_dataset` and the data-poisoning
+        evaluation call it; :meth:`start` calls it with a policy's spaces.
+
+        Raises:
+            AttackNotApplicable: the spaces are not supported (Box observations; Discrete or
+                Box actions).
+        """
         _check_spaces(observation_space, action_space, "the learner")
         assert isinstance(observation_space, gym.spaces.Box)
         self._obs_space, self._act_space = observation_space, action_space

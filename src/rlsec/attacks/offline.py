@@ -143,7 +143,7 @@ def poison_dataset(
         raise ConfigError(f"expected a TransitionDataset, got {type(dataset).__name__}")
     if not isinstance(attack, DataAttack):
         raise ConfigError(f"expected a data attack, got {type(attack).__name__}")
-    attack._bind(dataset.observation_space, dataset.action_space)
+    attack.bind(dataset.observation_space, dataset.action_space)
     n = len(dataset)
     k = _allowed(attack.fraction, n)
     record = PoisonRecord(attack.id, attack.mode, attack.fraction, genuine=n)

@@ -52,7 +52,7 @@ class CraftsTransitions(Protocol):
     @property
     def action_space(self) -> gym.Space[Any]: ...
 
-    def _bind(
+    def bind(
         self,
         observation_space: gym.Space[Any],
         action_space: gym.Space[Any],
@@ -132,7 +132,7 @@ class ReplayPoisoner(BaseCallback):
             def to_storage(a: np.ndarray) -> np.ndarray:
                 return np.clip(np.asarray(policy.scale_action(a), np.float32), -1.0, 1.0)
 
-        self.attack._bind(obs_space, storage_space, to_storage)
+        self.attack.bind(obs_space, storage_space, to_storage)
         if self._crafted is None or self._crafted.shape != (buf.buffer_size, buf.n_envs):
             self._crafted = np.zeros((buf.buffer_size, buf.n_envs), dtype=bool)
         self._last_pos = int(buf.pos)

@@ -231,7 +231,7 @@ def data_damage(
         target_action = attack.target_action
     if target_action is not None:
         probe = TargetActionData(attack.threat_model, target_action=target_action)
-        probe._bind(clean.observation_space, clean.action_space)
+        probe.bind(clean.observation_space, clean.action_space)
         target = probe.targets
         target_json = probe.params()["target_action"]  # the action, or the policy's source
 
